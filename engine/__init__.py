@@ -1,0 +1,1 @@
+"""scalpdesk's trading engine: everything that trades. Never imports textual."""

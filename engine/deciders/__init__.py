@@ -1,0 +1,1 @@
+"""Deciders propose decisions; the engine reviews and executes them."""

@@ -1,0 +1,24 @@
+"""The Decider protocol: a market snapshot in, one decision per symbol out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engine.models import Decision, MarketSnapshot
+
+
+@dataclass
+class DeciderResult:
+    """A cycle's decisions, the problems met (one line each), and audit data
+    (model, latency, tokens, prompt hash, raw answer) for the detail screen."""
+
+    decisions: list[Decision]
+    errors: list[str] = field(default_factory=list)
+    audit: dict[str, object] = field(default_factory=dict)
+
+
+class Decider(Protocol):
+    name: str
+
+    async def decide(self, snapshot: MarketSnapshot) -> DeciderResult: ...

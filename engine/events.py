@@ -1,0 +1,101 @@
+"""What the engine tells the world. The console renders these, the headless run
+writes them as JSON lines; every event carries the line an operator reads."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from engine.models import (
+    Balance,
+    Cooldown,
+    DecisionRecord,
+    PositionMeta,
+    Trade,
+    VenuePosition,
+)
+
+Level = Literal["debug", "info", "warning", "error"]
+
+
+class BaseEvent(BaseModel):
+    ts: float
+    level: Level = "info"
+    message: str = ""
+    code: str = ""  # a stable tag: TIME_EXIT, IDEMPOTENT, ONE_WAY, ...
+
+
+class LogEvent(BaseEvent):
+    kind: Literal["log"] = "log"
+
+
+class DecisionEvent(BaseEvent):
+    """A decision was proposed, queued, executed, blocked, rejected, expired or failed."""
+
+    kind: Literal["decision"] = "decision"
+    record: DecisionRecord
+    expires_at: float | None = None
+
+
+class PositionOpened(BaseEvent):
+    kind: Literal["position_opened"] = "position_opened"
+    meta: PositionMeta
+
+
+class PositionClosed(BaseEvent):
+    kind: Literal["position_closed"] = "position_closed"
+    trade: Trade
+
+
+class PositionsUpdated(BaseEvent):
+    """The venue's positions with the engine's metadata, after every monitor pass."""
+
+    kind: Literal["positions"] = "positions"
+    positions: list[VenuePosition]
+    metas: list[PositionMeta]
+
+
+class CooldownStarted(BaseEvent):
+    kind: Literal["cooldown"] = "cooldown"
+    cooldown: Cooldown
+
+
+class AccountUpdated(BaseEvent):
+    kind: Literal["account"] = "account"
+    balance: Balance
+    realised_today: float
+
+
+class EngineState(BaseEvent):
+    kind: Literal["state"] = "state"
+    mode: Literal["auto", "approve"]
+    venue: str
+    paused: bool
+    degraded: str = ""  # the reason, empty when healthy
+    next_cycle_at: float | None = None
+
+
+Event = Annotated[
+    Union[
+        LogEvent,
+        DecisionEvent,
+        PositionOpened,
+        PositionClosed,
+        PositionsUpdated,
+        CooldownStarted,
+        AccountUpdated,
+        EngineState,
+    ],
+    Field(discriminator="kind"),
+]
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def to_json(event: BaseEvent) -> str:
+    return event.model_dump_json()
+
+
+def from_json(line: str) -> BaseEvent:
+    return EVENT_ADAPTER.validate_json(line)

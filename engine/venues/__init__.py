@@ -1,0 +1,1 @@
+"""Venues: where orders go. base.py is the protocol every venue implements."""
