@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,12 +25,23 @@ from pydantic_settings import (
 ENV_PREFIX = "SCALPDESK_"
 
 # The original system's variables keep their names (no prefix).
+# So do the venues' and the AI's own well-known variables.
 LEGACY_ENV = {
     "enable_reverse": "POSITION_MANAGER_ENABLE_REVERSE",
     "hedge_mode": "BYBIT_HEDGE_MODE",
     "default_time_in_trade_limit_sec": "DEFAULT_TIME_IN_TRADE_LIMIT_SEC",
     "cooldown_minutes": "COOLDOWN_MINUTES",
+    "bybit_api_key": "BYBIT_API_KEY",
+    "bybit_api_secret": "BYBIT_API_SECRET",
+    "bybit_base_url": "BYBIT_BASE_URL",
+    "bybit_ws_url": "BYBIT_WS_URL",
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_model": "OPENAI_MODEL",
+    "openai_base_url": "OPENAI_BASE_URL",
 }
+
+# Values never echoed in an error message, a log line or the UI.
+SECRET_FIELDS = {"bybit_api_key", "bybit_api_secret", "openai_api_key"}
 
 _toml_file: ContextVar[Path | None] = ContextVar("_toml_file", default=None)
 
@@ -117,6 +128,32 @@ class Settings(BaseSettings):
     sl_atr_mult: float = Field(1.5, gt=0, le=50)
     # a trailing stop, once armed, trails the best price by this distance (percent of price)
     trail_distance_pct: float = Field(0.5, gt=0, le=10)
+
+    # Bybit (testnet, demo, live; paper reads its prices). Keys from the environment or a
+    # key file that must be mode 0600 (two lines: key, secret).
+    bybit_api_key: SecretStr | None = Field(None, validation_alias=_legacy("bybit_api_key"))
+    bybit_api_secret: SecretStr | None = Field(None, validation_alias=_legacy("bybit_api_secret"))
+    bybit_key_file: Path | None = None
+    bybit_base_url: str | None = Field(None, validation_alias=_legacy("bybit_base_url"))
+    bybit_ws_url: str | None = Field(None, validation_alias=_legacy("bybit_ws_url"))
+    bybit_recv_window_ms: int = Field(5000, ge=1000, le=60000)
+    bybit_timeout_sec: float = Field(10.0, gt=0, le=120)
+    # an order whose outcome stays unknown this long is FAILED (adopted if it shows up later)
+    order_unknown_timeout_sec: float = Field(60.0, ge=5, le=3600)
+    # rate limits and 5xx: back off with the same orderLinkId, give up after this long
+    venue_retry_giveup_sec: float = Field(30.0, ge=1, le=600)
+
+    # the AI decider (OpenAI or any OpenAI-compatible server)
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_legacy("openai_api_key"))
+    openai_model: str = Field("gpt-4.1-mini", validation_alias=_legacy("openai_model"))
+    openai_base_url: str | None = Field(None, validation_alias=_legacy("openai_base_url"))
+    # auto: json_schema, falling back to json_object + validation where a server lacks it
+    llm_output: Literal["auto", "json_schema", "json_object"] = "auto"
+    llm_timeout_sec: float = Field(20.0, gt=0, le=600)
+    llm_max_retries: int = Field(2, ge=0, le=10)
+    llm_daily_budget_usd: float = Field(5.0, ge=0, le=100_000)  # 0: no budget
+    llm_price_input_per_mtok: float = Field(0.40, ge=0, le=1000)  # USD per million input tokens
+    llm_price_output_per_mtok: float = Field(1.60, ge=0, le=1000)
 
     # the simulated market and the paper venue
     sim_seed: int = 7
@@ -218,7 +255,7 @@ def _format_error(err: ValidationError) -> str:
         if isinstance(ctx_err, _RangeError):
             lines.append(f"invalid setting {env_name(ctx_err.field)}={ctx_err}")
             continue
-        value = e.get("input")
+        value = "***" if field in SECRET_FIELDS else e.get("input")
         if e.get("type") == "extra_forbidden":
             lines.append(f"unknown setting {field!r} (value {value!r})")
             continue

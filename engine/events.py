@@ -76,6 +76,19 @@ class EngineState(BaseEvent):
     next_cycle_at: float | None = None
 
 
+class UsageUpdated(BaseEvent):
+    """The AI decider's token use and estimated cost (per cycle, per UTC day)."""
+
+    kind: Literal["usage"] = "usage"
+    model: str
+    cycle_input_tokens: int = 0
+    cycle_output_tokens: int = 0
+    cycle_cost_usd: float = 0.0
+    day_cost_usd: float = 0.0
+    budget_usd: float = 0.0  # 0: no budget
+    stopped: bool = False  # the budget is spent: the decider no longer asks
+
+
 Event = Annotated[
     Union[
         LogEvent,
@@ -86,6 +99,7 @@ Event = Annotated[
         CooldownStarted,
         AccountUpdated,
         EngineState,
+        UsageUpdated,
     ],
     Field(discriminator="kind"),
 ]

@@ -11,7 +11,12 @@ from engine.models import Decision, MarketSnapshot
 @dataclass
 class DeciderResult:
     """A cycle's decisions, the problems met (one line each), and audit data
-    (model, latency, tokens, prompt hash, raw answer) for the detail screen."""
+    (model, latency, tokens, prompt hash, raw answer) for the detail screen.
+
+    Audit keys the engine acts on: "usage" (a dict of engine.events.UsageUpdated's
+    fields, emitted as that event) and "degraded" (a reason: the engine stops new
+    entries and shows it, e.g. the AI key refused). Everything in audit is stored
+    with each decision of the cycle."""
 
     decisions: list[Decision]
     errors: list[str] = field(default_factory=list)

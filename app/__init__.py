@@ -1,0 +1,1 @@
+"""scalpdesk's application layer: the command line, the console, the headless runner."""

@@ -1,0 +1,239 @@
+"""The engine: jobs, approval queue, modes, pause, commands, reconciliation at start,
+and a run on the simulated market that opens and closes trades."""
+
+import asyncio
+
+import pytest
+
+from engine.commands import Approve, CloseAll, ForceClose, Pause, Reject, SetMode
+from engine.deciders.rules import RuleDecider
+from engine.events import DecisionEvent, EngineState
+from engine.models import Action, CloseReason, Decision, Intent, IntentStatus, OrderRequest
+from tests.rig import calm, long_btc, make_rig, plan
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = make_rig(tmp_path / "state")
+    calm(r)
+    yield r
+    r.store.close()
+
+
+def decisions(rig, status=None):
+    return [e.record for e in rig.events if isinstance(e, DecisionEvent) and (status is None or e.record.status == status)]
+
+
+async def test_jobs_are_scheduled_with_the_settings_intervals(tmp_path):
+    rig = make_rig(tmp_path / "s", decision_interval_sec=45, monitor_interval_sec=15, cleanup_interval_sec=600)
+    try:
+        await rig.engine.start()
+        jobs = {j.id: j.trigger.interval.total_seconds() for j in rig.engine.scheduler.get_jobs()}
+        assert jobs == {"decision": 45, "monitor": 15, "cleanup": 600, "expiry": 1}
+        assert all(j.max_instances == 1 and j.coalesce for j in rig.engine.scheduler.get_jobs())
+        assert rig.engine.next_cycle_at == rig.clock.now() + 45
+    finally:
+        await rig.engine.stop()
+        rig.store.close()
+
+
+async def test_the_scheduler_really_runs_the_monitor(tmp_path):
+    rig = make_rig(tmp_path / "s", monitor_interval_sec=1)
+    try:
+        await rig.engine.start()
+        before = sum(e.kind == "positions" for e in rig.events)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if sum(e.kind == "positions" for e in rig.events) > before:
+                break
+        assert sum(e.kind == "positions" for e in rig.events) > before
+    finally:
+        await rig.engine.stop()
+        rig.store.close()
+
+
+async def test_approve_mode_queues_then_approval_executes(rig):
+    await rig.engine.start(schedule=False)
+    rig.decider.push(long_btc())
+    await rig.engine.run_decision_cycle()
+    pending = decisions(rig, "PENDING")
+    assert len(pending) == 1 and rig.venue.positions() == []
+    did = pending[0].decision.decision_id
+    assert did in rig.engine.pending
+    answer = await rig.engine.handle(Approve(decision_id=did))
+    assert answer == "BTCUSDT OPEN_LONG approved"
+    assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
+    executed = decisions(rig, "EXECUTED")
+    assert executed and executed[-1].intent_id.startswith("o-")
+    assert rig.store.decisions(limit=1)[0].status == "EXECUTED"
+    # a second approval of the same decision sends nothing
+    assert "not pending" in await rig.engine.approve(did)
+    assert len(rig.venue.positions()) == 1
+
+
+async def test_reject_and_expiry_never_execute(rig):
+    await rig.engine.start(schedule=False)
+    rig.decider.push(long_btc(), long_btc(symbol="ETHUSDT"))
+    await rig.engine.run_decision_cycle()
+    first, second = [r.decision.decision_id for r in decisions(rig, "PENDING")]
+    assert "REJECTED by operator" in await rig.engine.handle(Reject(decision_id=first))
+    rig.clock.advance(rig.settings.approval_timeout_sec + 1)
+    answer = await rig.engine.approve(second)
+    assert answer == "expired: cannot be approved"
+    assert rig.venue.positions() == []
+    assert {r.status for r in rig.store.decisions()} == {"REJECTED", "EXPIRED"}
+    assert rig.engine.pending == {}
+
+
+async def test_the_expiry_job_expires_pending_decisions(rig):
+    await rig.engine.start(schedule=False)
+    rig.decider.push(long_btc())
+    await rig.engine.run_decision_cycle()
+    await rig.engine.expire_pending()
+    assert rig.engine.pending
+    rig.clock.advance(rig.settings.approval_timeout_sec)
+    await rig.engine.expire_pending()
+    assert rig.engine.pending == {} and decisions(rig, "EXPIRED")
+
+
+async def test_approval_rechecks_the_guardrails(rig):
+    await rig.engine.start(schedule=False)
+    rig.decider.push(long_btc())
+    await rig.engine.run_decision_cycle()
+    did = decisions(rig, "PENDING")[0].decision.decision_id
+    rig.engine.pause(True)
+    answer = await rig.engine.approve(did)
+    assert "BLOCKED now" in answer and "paused" in answer
+    assert rig.venue.positions() == []
+
+
+async def test_auto_mode_executes_and_blocks_with_reasons(rig):
+    await rig.engine.start(schedule=False)
+    await rig.engine.handle(SetMode(mode="auto"))
+    rig.decider.push(long_btc(), long_btc(symbol="ETHUSDT", action=Action.OPEN_SHORT, confidence=0.1))
+    await rig.engine.run_decision_cycle()
+    assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
+    blocked = decisions(rig, "BLOCKED")
+    assert len(blocked) == 1 and "LOW_CONFIDENCE" in blocked[0].review.reasons
+    assert "ETHUSDT OPEN_SHORT BLOCKED: confidence 0.10 under 0.5" == blocked[0].message
+
+
+async def test_reverse_is_executed_as_close(rig):
+    await rig.engine.start(schedule=False)
+    rig.engine.set_mode("auto")
+    rig.decider.push(long_btc())
+    await rig.engine.run_decision_cycle()
+    rig.decider.push(Decision(symbol="BTCUSDT", action=Action.REVERSE, confidence=0.9))
+    await rig.engine.run_decision_cycle()
+    assert rig.venue.positions() == []
+    assert rig.store.trades()[0].reason is CloseReason.AI_CLOSE
+    last = decisions(rig)[-1]
+    assert last.status == "EXECUTED" and "CONVERTED: REVERSE_DISABLED" in last.message
+
+
+async def test_pause_blocks_entries_but_not_exits(rig):
+    await rig.engine.start(schedule=False)
+    rig.engine.set_mode("auto")
+    rig.decider.push(long_btc())
+    await rig.engine.run_decision_cycle()
+    await rig.engine.handle(Pause(paused=True))
+    rig.decider.push(long_btc(symbol="ETHUSDT"))
+    await rig.engine.run_decision_cycle()
+    assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
+    assert "PAUSED" in decisions(rig, "BLOCKED")[-1].review.reasons
+    rig.clock.advance(1800)
+    await rig.engine.run_monitor()  # the time exit still runs while paused
+    assert rig.venue.positions() == [] and rig.store.trades()[0].reason is CloseReason.TIME_EXIT
+
+
+async def test_force_close_and_close_all(rig):
+    await rig.engine.start(schedule=False)
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        rig.engine.executor.open(plan(rig, long_btc(symbol=sym)))
+    answer = await rig.engine.handle(ForceClose(symbol="BTCUSDT"))
+    assert "BTCUSDT FORCE CLOSE EXECUTED" in answer
+    assert rig.store.trades()[0].reason is CloseReason.FORCE_CLOSE
+    assert rig.store.get_cooldown("BTCUSDT") is not None
+    await rig.engine.handle(CloseAll())
+    assert rig.venue.positions() == [] and rig.engine.paused
+    assert {t.symbol for t in rig.store.trades()} == {"BTCUSDT", "ETHUSDT"}
+    assert isinstance(rig.events[-1], EngineState) or any(isinstance(e, EngineState) and e.paused for e in rig.events)
+
+
+async def test_an_overlapping_cycle_is_not_started_twice(rig):
+    await rig.engine.start(schedule=False)
+    rig.decider.delay = 0.3
+    await asyncio.gather(rig.engine.run_decision_cycle(), rig.engine.run_decision_cycle())
+    assert rig.decider.calls == 1
+    assert rig.lines("CYCLE_SKIPPED")
+
+
+async def test_headless_approve_mode_proposes_but_never_executes(tmp_path):
+    rig = make_rig(tmp_path / "s", headless=True)
+    calm(rig)
+    try:
+        await rig.engine.start(schedule=False)
+        rig.decider.push(long_btc())
+        await rig.engine.run_decision_cycle()
+        assert rig.venue.positions() == [] and rig.engine.pending == {}
+        assert "not executed" in decisions(rig, "PROPOSED")[0].message
+    finally:
+        rig.store.close()
+
+
+async def test_reconciliation_at_start(tmp_path):
+    """A restart finds: an EXECUTING intent whose order landed, one whose order never
+    did, a position without metadata, and metadata whose position the venue closed."""
+    rig = make_rig(tmp_path / "s")
+    rig.engine.executor.open(plan(rig, long_btc(symbol="SOLUSDT", tp_pct=1.0)))
+    now = rig.clock.now()
+    landed = Intent(intent_id="o-landed", kind="OPEN", symbol="BTCUSDT", side="long", qty=0.01, status=IntentStatus.EXECUTING,
+                    created_at=now, updated_at=now, time_in_trade_limit_sec=1500, leverage=5)
+    lost = landed.model_copy(update={"intent_id": "o-lost", "symbol": "ETHUSDT"})
+    rig.store.put_intent(landed)
+    rig.store.put_intent(lost)
+    rig.venue.place_order(OrderRequest(symbol="BTCUSDT", side="Buy", qty=0.01, order_link_id="o-landed"))
+    rig.venue.place_order(OrderRequest(symbol="ETHUSDT", side="Sell", qty=1, order_link_id="by-hand"))
+    rig.feed.inject_move("SOLUSDT", +3.0, over_sec=60)  # SOL's take profit fills while we are down
+    rig.clock.advance(300)
+
+    again = rig.reopen()
+    try:
+        sent = []
+        real = again.venue.place_order
+        again.venue.place_order = lambda o: (sent.append(o), real(o))[1]
+        await again.engine.start(schedule=False)
+        assert sent == []  # nothing is ever resent blindly
+        assert again.store.get_intent("o-landed").status is IntentStatus.EXECUTED
+        assert again.store.get_position("BTCUSDT").time_in_trade_limit_sec == 1500
+        assert again.store.get_intent("o-lost").status is IntentStatus.FAILED
+        eth = again.store.get_position("ETHUSDT")
+        assert eth.adopted and eth.side == "short"
+        assert again.store.trades()[0].symbol == "SOLUSDT" and again.store.trades()[0].reason is CloseReason.TAKE_PROFIT
+    finally:
+        again.store.close()
+        rig.store = again.store
+
+
+async def test_a_day_on_the_simulated_market_opens_and_closes_trades(tmp_path):
+    """The rule decider in AUTO mode on the seeded market, jobs driven by a ManualClock."""
+    rig = make_rig(tmp_path / "s", decider=RuleDecider(), mode="auto")
+    try:
+        await rig.engine.start(schedule=False)
+        for step in range(1, 12 * 60 * 2 + 1):  # 12 hours in 30 s steps
+            rig.clock.advance(30)
+            await rig.engine.run_monitor()
+            if step % 2 == 0:
+                await rig.engine.run_decision_cycle()
+        opened = rig.lines("OPENED")
+        trades = rig.store.trades(limit=1000)
+        assert len(opened) >= 3 and len(trades) >= 2
+        assert {t.reason for t in trades} <= {CloseReason.TAKE_PROFIT, CloseReason.STOP_LOSS, CloseReason.TRAILING_STOP,
+                                              CloseReason.TIME_EXIT, CloseReason.AI_CLOSE}
+        for t in trades:  # every close starts a cooldown; no reopen inside it
+            later = [o for o in rig.store.intents() if o.kind == "OPEN" and o.symbol == t.symbol and t.closed_at < o.created_at]
+            assert all(o.created_at >= t.closed_at + rig.settings.cooldown_min_sec for o in later)
+        blocked = [r for r in rig.store.decisions(limit=100000) if r.status == "BLOCKED"]
+        print(f"opened {len(opened)}, closed {len(trades)} {sorted({t.reason.value for t in trades})}, blocked {len(blocked)}")
+    finally:
+        rig.store.close()

@@ -1,0 +1,1 @@
+"""The console's panels: each renders engine events and forwards key presses."""
