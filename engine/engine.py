@@ -21,7 +21,7 @@ from engine import guardrails
 from engine.clock import Clock
 from engine.commands import Approve, CloseAll, Command, ForceClose, Pause, Reject, RunCycle, SetMode
 from engine.config import Settings
-from engine.deciders.base import Decider
+from engine.deciders.base import Decider, InvalidDecision
 from engine.events import AccountUpdated, BaseEvent, DecisionEvent, EngineState, LogEvent, UsageUpdated
 from engine.executor import Executor
 from engine.features import symbol_features
@@ -272,6 +272,8 @@ class Engine:
                 return
             for err in result.errors:
                 self._log("warning", f"decider: {err}", "DECIDER")
+            for inv in result.invalid:
+                await self._record_invalid(inv, dict(result.audit), snap.ts)
             usage = result.audit.get("usage")
             if isinstance(usage, dict):
                 self.emit(UsageUpdated(ts=self.clock.now(), level="debug", code="USAGE", **usage))
@@ -284,6 +286,21 @@ class Engine:
                 if review.actionable and review.order is not None:
                     # What this cycle already opened counts against the next decisions.
                     ctx = self._context(await asyncio.to_thread(self._refresh, snap))
+
+    async def _record_invalid(self, inv: InvalidDecision, audit: dict[str, object], ts: float) -> None:
+        """Keep an unusable answer on the record (as a HOLD that was never traded)."""
+        symbol = inv.symbol if inv.symbol in self.settings.symbols else self.settings.symbols[0]
+        hold = Decision(symbol=symbol, action=Action.HOLD, confidence=0.0, rationale=inv.message,
+                        source=self.decider.name, created_at=ts)
+        where = inv.symbol or "cycle"
+        record = DecisionRecord(
+            decision=hold,
+            status=inv.code,
+            message=f"{where}: {inv.code}: {inv.message}",
+            recorded_at=self.clock.now(),
+            audit={**audit, "raw": inv.raw},
+        )
+        await self._record(record, "warning")
 
     def _refresh(self, snap: MarketSnapshot) -> MarketSnapshot:
         return snap.model_copy(update={"balance": self.venue.balance(), "positions": self.venue.positions()})

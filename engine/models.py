@@ -84,6 +84,9 @@ class Decision(Model):
     rationale: str = ""
     source: str = "rules"
     created_at: float = 0.0
+    # Problems a decider noticed but that do not invalidate it, shown to the operator,
+    # e.g. RATIONALE_CONTRADICTS_ACTION (the action stays authoritative).
+    flags: list[str] = []
 
     @field_validator("symbol")
     @classmethod

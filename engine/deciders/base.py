@@ -9,6 +9,19 @@ from engine.models import Decision, MarketSnapshot
 
 
 @dataclass
+class InvalidDecision:
+    """An answer the engine will not trade on, kept for the record and the detail screen.
+
+    code: LLM_INVALID, LLM_REFUSAL, LLM_TIMEOUT, LLM_UNAVAILABLE, LLM_AUTH, BUDGET_SPENT, ...
+    symbol None when the whole answer was unusable."""
+
+    code: str
+    message: str
+    symbol: str | None = None
+    raw: str = ""
+
+
+@dataclass
 class DeciderResult:
     """A cycle's decisions, the problems met (one line each), and audit data
     (model, latency, tokens, prompt hash, raw answer) for the detail screen.
@@ -20,6 +33,7 @@ class DeciderResult:
 
     decisions: list[Decision]
     errors: list[str] = field(default_factory=list)
+    invalid: list[InvalidDecision] = field(default_factory=list)
     audit: dict[str, object] = field(default_factory=dict)
 
 

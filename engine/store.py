@@ -1,0 +1,474 @@
+"""The engine's durable state over TinyDB: intents, positions, cooldowns, decisions, journal.
+
+A state directory holds:
+
+    scalpdesk.lock            flock held by the one process using the directory; its pid
+    state.json                hot state: intents, positions, cooldowns (small, rewritten often)
+    history/YYYY-MM-DD.json   decisions and journal of one UTC day (append-mostly, pruned)
+
+History is split by day so that the frequent hot writes stay small, and a history write
+rewrites only its own day. Every write replaces a whole file atomically (temp file, fsync,
+rename, fsync of the directory): a crash leaves the old file or the new one, never a torn
+one. A file that does not load or validate stops the store with StoreCorrupt and is left
+exactly as it was found, so an operator can look at it (or restore it) before anything
+overwrites it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+
+from engine.models import Cooldown, DecisionRecord, Intent, IntentStatus, PositionMeta, Trade
+
+STATE_FILE = "state.json"
+LOCK_FILE = "scalpdesk.lock"
+HISTORY_DIR = "history"
+_DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.json$")
+_TEMP_GLOB = ".*.tmp"  # what _atomic_write leaves behind if it is killed mid-write
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class StoreCorrupt(StoreError):
+    """A state file does not load or validate; it has been left untouched."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}; the file was left untouched")
+
+
+class StoreLocked(StoreError):
+    """Another process holds the state directory."""
+
+    def __init__(self, state_dir: Path, pid: int | None) -> None:
+        self.state_dir = Path(state_dir)
+        self.pid = pid
+        super().__init__(
+            f"state directory {state_dir} is in use by another scalpdesk "
+            f"(pid {pid if pid is not None else 'unknown'}); stop it first or use another --state-dir"
+        )
+
+
+# --- what each file may hold ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Table:
+    model: type[BaseModel]
+    key: str | None = None  # a field unique within the table
+    stamp: str | None = None  # the timestamp whose UTC day names the history file
+
+
+HOT_TABLES = {
+    "intents": _Table(Intent, key="intent_id"),
+    "positions": _Table(PositionMeta, key="symbol"),
+    "cooldowns": _Table(Cooldown, key="symbol"),
+}
+HISTORY_TABLES = {
+    "decisions": _Table(DecisionRecord, stamp="recorded_at"),
+    "journal": _Table(Trade, stamp="closed_at"),
+}
+
+
+def _day(ts: float) -> date:
+    return datetime.fromtimestamp(ts, UTC).date()
+
+
+def _json_kind(value: object) -> str:
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
+def _describe(err: ValidationError) -> str:
+    problems = [f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in err.errors()[:3]]
+    more = len(err.errors()) - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _load(path: Path) -> dict[str, dict[str, dict[str, Any]]] | None:
+    """Plain JSON load of a TinyDB file with its shape checked; None if the file is absent."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StoreCorrupt(path, f"cannot read it ({e.strerror})") from e
+    if not raw.strip():
+        # We never write an empty file (writes are atomic), so this is damage, not "no data".
+        raise StoreCorrupt(path, "the file is empty")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreCorrupt(path, f"not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise StoreCorrupt(path, f"expected a JSON object of tables, found {_json_kind(data)}")
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise StoreCorrupt(path, f"table {name!r} should be an object, found {_json_kind(table)}")
+        for doc_id, doc in table.items():
+            if not (doc_id.isascii() and doc_id.isdigit()):
+                raise StoreCorrupt(path, f"table {name!r} has a document id {doc_id!r} that is not a number")
+            if not isinstance(doc, dict):
+                raise StoreCorrupt(path, f"table {name!r} document {doc_id} should be an object, found {_json_kind(doc)}")
+    return data
+
+
+def _parse(path: Path, name: str, spec: _Table, doc_id: str, doc: dict[str, Any]) -> Any:
+    try:
+        return spec.model.model_validate(doc)
+    except ValidationError as e:
+        raise StoreCorrupt(path, f"table {name!r} document {doc_id} is not a valid {spec.model.__name__}: {_describe(e)}") from e
+
+
+def _validate(path: Path, tables: dict[str, _Table]) -> dict[str, int]:
+    """Load and validate every record of one file; returns the record count per table."""
+    data = _load(path) or {}
+    for name, table in data.items():
+        spec = tables.get(name)
+        if spec is None:
+            raise StoreCorrupt(path, f"unexpected table {name!r} (this file holds {', '.join(tables)})")
+        seen: dict[Any, str] = {}
+        for doc_id, doc in table.items():
+            rec = _parse(path, name, spec, doc_id, doc)
+            if spec.key:
+                key = getattr(rec, spec.key)
+                if key in seen:
+                    raise StoreCorrupt(path, f"table {name!r} has two records for {key!r} (documents {seen[key]} and {doc_id})")
+                seen[key] = doc_id
+            # Reading history newest-first relies on each record sitting in its own day's file.
+            if spec.stamp and _day(getattr(rec, spec.stamp)).isoformat() != path.stem:
+                raise StoreCorrupt(path, f"table {name!r} document {doc_id} is dated {_day(getattr(rec, spec.stamp))}, not {path.stem}")
+    return {name: len(data.get(name, {})) for name in tables}
+
+
+def _data_files(state_dir: Path) -> list[tuple[Path, dict[str, _Table]]]:
+    """state.json (present or not) and every history day file."""
+    history = state_dir / HISTORY_DIR
+    days = sorted(p for p in history.glob("*.json") if _DAY_FILE.match(p.name)) if history.is_dir() else []
+    return [(state_dir / STATE_FILE, HOT_TABLES)] + [(p, HISTORY_TABLES) for p in days]
+
+
+def check_state_dir(path: Path) -> list[tuple[str, bool, str]]:
+    """Validate every state file, read-only and without the lock: (file, ok, message) each.
+
+    For `scalpdesk state check`: safe to run next to a live scalpdesk, creates nothing.
+    """
+    state_dir = Path(path)
+    if not state_dir.is_dir():
+        return [(str(state_dir), False, "no such directory")]
+    results: list[tuple[str, bool, str]] = []
+    for file, tables in _data_files(state_dir):
+        if not file.exists():
+            results.append((str(file), True, "absent; the store starts empty"))
+            continue
+        try:
+            counts = _validate(file, tables)
+        except StoreCorrupt as e:
+            results.append((str(file), False, e.problem))
+        else:
+            results.append((str(file), True, ", ".join(f"{n} {name}" for name, n in counts.items())))
+    return results
+
+
+# --- atomic files -------------------------------------------------------------------------
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename (or unlink) is durable only once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    """Replace `path` with `payload` so that a crash at any moment leaves the old or the new file."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with open(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that replaces its file atomically on every write.
+
+    No handle is kept open and nothing is cached: every write is durable when it returns,
+    and nothing is created until the first write.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        return _load(self.path)
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        _atomic_write(self.path, json.dumps(data, ensure_ascii=False, allow_nan=False).encode())
+
+
+# --- the lock -----------------------------------------------------------------------------
+
+
+def _acquire_lock(state_dir: Path) -> int:
+    """Take the directory's flock (released by the kernel if we die) and write our pid in it."""
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise StoreLocked(state_dir, int(holder) if holder.isdigit() else None) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.fsync(fd)
+    return fd
+
+
+# --- the store ----------------------------------------------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(method: Callable[P, R]) -> Callable[P, R]:
+    """Run under the store's lock: engine jobs call the store from several threads."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        self: StateStore = args[0]  # type: ignore[assignment]
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the store on {self.state_dir} is closed")
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+class StateStore:
+    """Durable engine state in one directory, held by one process at a time.
+
+    All times are passed in (epoch seconds); the store never reads a clock.
+    """
+
+    def __init__(self, state_dir: Path, history_retention_days: int = 30) -> None:
+        if history_retention_days < 0:
+            raise ValueError("history_retention_days must not be negative")
+        self.state_dir = Path(state_dir)
+        self.history_dir = self.state_dir / HISTORY_DIR
+        self.history_retention_days = history_retention_days
+        self._lock = threading.RLock()
+        self._closed = True
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = _acquire_lock(self.state_dir)
+        try:
+            # Holding the lock, no one else is mid-write: temp files are leftovers of a kill.
+            for directory in (self.state_dir, self.history_dir):
+                for tmp in directory.glob(_TEMP_GLOB):
+                    tmp.unlink(missing_ok=True)
+            for path, tables in _data_files(self.state_dir):
+                _validate(path, tables)
+        except BaseException:
+            self._release_lock()
+            raise
+        self._state_path = self.state_dir / STATE_FILE
+        self._hot = TinyDB(self._state_path, storage=AtomicJSONStorage)
+        self._closed = False
+
+    def _release_lock(self) -> None:
+        os.ftruncate(self._lock_fd, 0)  # the pid in it would be stale
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        os.close(self._lock_fd)
+
+    def close(self) -> None:
+        """Release the directory; further calls on this store raise StoreError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._hot.close()
+            self._release_lock()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- hot state helpers
+
+    def _records(self, name: str, cond: Any = None) -> list[Any]:
+        table = self._hot.table(name)
+        docs = table.all() if cond is None else table.search(cond)
+        return [_parse(self._state_path, name, HOT_TABLES[name], str(d.doc_id), d) for d in docs]
+
+    # --- intents
+
+    # Records are dumped whole (every field, None included), so TinyDB's upsert, which
+    # merges fields into a match, replaces the record.
+
+    @_locked
+    def put_intent(self, intent: Intent) -> None:
+        """Insert the intent, or replace the one with the same intent_id."""
+        self._hot.table("intents").upsert(intent.model_dump(mode="json"), Query().intent_id == intent.intent_id)
+
+    @_locked
+    def get_intent(self, intent_id: str) -> Intent | None:
+        found = self._records("intents", Query().intent_id == intent_id)
+        return found[0] if found else None
+
+    @_locked
+    def intents(self, status: IntentStatus | None = None) -> list[Intent]:
+        """All intents (or those with `status`), oldest first."""
+        cond = None if status is None else Query().status == status.value
+        return sorted(self._records("intents", cond), key=lambda i: i.created_at)
+
+    @_locked
+    def delete_intents_older_than(self, cutoff: float) -> int:
+        """Delete intents created before `cutoff`, except EXECUTING ones: those await reconciliation."""
+        q = Query()
+        cond = (q.created_at < cutoff) & (q.status != IntentStatus.EXECUTING.value)
+        return len(self._hot.table("intents").remove(cond))
+
+    # --- positions
+
+    @_locked
+    def put_position(self, meta: PositionMeta) -> None:
+        self._hot.table("positions").upsert(meta.model_dump(mode="json"), Query().symbol == meta.symbol)
+
+    @_locked
+    def get_position(self, symbol: str) -> PositionMeta | None:
+        found = self._records("positions", Query().symbol == symbol)
+        return found[0] if found else None
+
+    @_locked
+    def positions(self) -> list[PositionMeta]:
+        return sorted(self._records("positions"), key=lambda m: m.symbol)
+
+    @_locked
+    def delete_position(self, symbol: str) -> bool:
+        """Forget the position's metadata; True if there was any."""
+        return bool(self._hot.table("positions").remove(Query().symbol == symbol))
+
+    # --- cooldowns
+
+    @_locked
+    def put_cooldown(self, c: Cooldown) -> None:
+        self._hot.table("cooldowns").upsert(c.model_dump(mode="json"), Query().symbol == c.symbol)
+
+    @_locked
+    def get_cooldown(self, symbol: str) -> Cooldown | None:
+        found = self._records("cooldowns", Query().symbol == symbol)
+        return found[0] if found else None
+
+    @_locked
+    def cooldowns(self) -> list[Cooldown]:
+        return sorted(self._records("cooldowns"), key=lambda c: c.symbol)
+
+    @_locked
+    def delete_expired_cooldowns(self, now: float) -> int:
+        return len(self._hot.table("cooldowns").remove(Query().until <= now))
+
+    # --- history
+
+    def _day_db(self, ts: float) -> TinyDB:
+        self.history_dir.mkdir(mode=0o700, exist_ok=True)
+        return TinyDB(self.history_dir / f"{_day(ts).isoformat()}.json", storage=AtomicJSONStorage)
+
+    def _day_files(self) -> list[Path]:
+        """History day files, newest day first."""
+        if not self.history_dir.is_dir():
+            return []
+        return sorted((p for p in self.history_dir.glob("*.json") if _DAY_FILE.match(p.name)), reverse=True)
+
+    def _history(self, name: str, since: float | None = None) -> Iterator[Any]:
+        """Records of one history table, newest first, read day file by day file."""
+        spec = HISTORY_TABLES[name]
+        assert spec.stamp
+        first_day = None if since is None else _day(since).isoformat()
+        for path in self._day_files():
+            if first_day is not None and path.stem < first_day:
+                return
+            docs = ((_load(path) or {}).get(name) or {}).items()
+            records = [(_parse(path, name, spec, i, d), int(i)) for i, d in docs]
+            # Newest first; among equal stamps the later-written document first.
+            records.sort(key=lambda r: (getattr(r[0], spec.stamp), r[1]), reverse=True)
+            for rec, _ in records:
+                if since is None or getattr(rec, spec.stamp) >= since:
+                    yield rec
+
+    @_locked
+    def add_decision(self, rec: DecisionRecord) -> None:
+        self._day_db(rec.recorded_at).table("decisions").insert(rec.model_dump(mode="json"))
+
+    @_locked
+    def update_decision(self, rec: DecisionRecord) -> None:
+        """Replace the record with the same decision_id in the day file of rec.recorded_at.
+
+        Inserted if absent there: recorded_at picks the file, so it must not change day."""
+        cond = Query().decision.decision_id == rec.decision.decision_id
+        self._day_db(rec.recorded_at).table("decisions").upsert(rec.model_dump(mode="json"), cond)
+
+    @_locked
+    def decisions(self, limit: int = 100) -> list[DecisionRecord]:
+        """The newest `limit` decision records, newest first."""
+        return list(islice(self._history("decisions"), limit))
+
+    @_locked
+    def add_trade(self, t: Trade) -> None:
+        self._day_db(t.closed_at).table("journal").insert(t.model_dump(mode="json"))
+
+    @_locked
+    def trades(self, since: float | None = None, limit: int = 100) -> list[Trade]:
+        """The newest `limit` trades closed at or after `since`, newest first."""
+        return list(islice(self._history("journal", since), limit))
+
+    @_locked
+    def realised_pnl_since(self, ts: float) -> float:
+        """Sum of the PnL of every trade closed at or after `ts`."""
+        return sum((t.pnl for t in self._history("journal", ts)), 0.0)
+
+    # --- housekeeping
+
+    @_locked
+    def cleanup(self, now: float, intent_ttl_sec: float) -> dict[str, int]:
+        """Drop intents past their TTL (never EXECUTING), expired cooldowns, history past retention."""
+        intents = self.delete_intents_older_than(now - intent_ttl_sec)
+        cooldowns = self.delete_expired_cooldowns(now)
+        # Keep today and the `history_retention_days` days before it.
+        oldest_kept = (_day(now) - timedelta(days=self.history_retention_days)).isoformat()
+        removed = 0
+        for path in self._day_files():
+            if path.stem < oldest_kept:
+                path.unlink()
+                removed += 1
+        if removed:
+            _fsync_dir(self.history_dir)
+        return {"intents": intents, "cooldowns": cooldowns, "history_files": removed}
