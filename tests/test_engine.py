@@ -215,12 +215,12 @@ async def test_reconciliation_at_start(tmp_path):
         rig.store = again.store
 
 
-async def test_a_day_on_the_simulated_market_opens_and_closes_trades(tmp_path):
+async def test_hours_on_the_simulated_market_open_and_close_trades(tmp_path):
     """The rule decider in AUTO mode on the seeded market, jobs driven by a ManualClock."""
     rig = make_rig(tmp_path / "s", decider=RuleDecider(), mode="auto")
     try:
         await rig.engine.start(schedule=False)
-        for step in range(1, 12 * 60 * 2 + 1):  # 12 hours in 30 s steps
+        for step in range(1, 6 * 60 * 2 + 1):  # 6 hours in 30 s steps
             rig.clock.advance(30)
             await rig.engine.run_monitor()
             if step % 2 == 0:

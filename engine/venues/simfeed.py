@@ -144,6 +144,7 @@ class SimFeed:
 
     @property
     def symbols(self) -> list[str]:
+        """The simulated symbols, upper case, in the order given."""
         return list(self._states)
 
     def feed_time_at(self, clock_now: float) -> float:
