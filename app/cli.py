@@ -15,7 +15,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scalpdesk",
         description="Terminal console for AI-assisted scalping of Bybit USDT perpetuals. "
-        "Subcommands: `scalpdesk state check`.",
+        "Subcommands: `scalpdesk state check`, `scalpdesk doctor`.",
     )
     p.add_argument("--config", type=Path, help="TOML settings file (default ~/.config/scalpdesk/config.toml)")
     p.add_argument("--venue", choices=["sim", "paper", "testnet", "demo", "live"])
@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["state"]:
         return _state_main(argv[1:])
+    if argv[:1] == ["doctor"]:
+        from app.doctor import main as doctor_main
+
+        return doctor_main(argv[1:])
     args = _run_parser().parse_args(argv)
     overrides = {
         k: getattr(args, k)

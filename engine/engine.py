@@ -141,6 +141,14 @@ class Engine:
 
     def _reconcile(self) -> None:
         self.instruments = self.venue.instruments(list(self.settings.symbols))
+        # A venue that cannot trade as configured (Bybit: a hedge-mode account without
+        # BYBIT_HEDGE_MODE=true) says why; entries stop, exits keep working.
+        ensure_mode = getattr(self.venue, "ensure_position_mode", None)
+        if ensure_mode is not None:
+            ensure_mode()
+        refusal = getattr(self.venue, "refusal", "")
+        if refusal:
+            self._degrade(refusal)
         executing = len(self.store.intents(IntentStatus.EXECUTING))
         if executing:
             self._log("warning", f"reconciling {executing} EXECUTING intent(s) by orderLinkId", "RECONCILE")
@@ -181,6 +189,8 @@ class Engine:
         return False
 
     def _degrade(self, reason: str) -> None:
+        if self.degraded == reason:
+            return  # said once; every later pass would only repeat it
         self.degraded = reason
         self.paused = True
         self._log("error", f"TRADING STOPPED: {reason}", "DEGRADED")

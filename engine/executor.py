@@ -35,9 +35,12 @@ from engine.models import (
     new_id,
 )
 from engine.store import StateStore
-from engine.venues.base import OrderRejected, OutcomeUnknown, Venue, VenueError
+from engine.venues.base import AuthError, OrderRejected, OutcomeUnknown, Venue, VenueError
 
 Emit = Callable[[BaseEvent], None]
+
+# Orders that will not change any more (Bybit's orderStatus); anything else is in flight.
+FINAL_STATUSES = {"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"}
 
 
 def intent_id_for(decision_id: str, leg: str = "o") -> str:
@@ -128,6 +131,8 @@ class Executor:
             except VenueError as e:
                 self._save(intent, IntentStatus.FAILED, f"set leverage: {e}")
                 self._log("error", f"ORDER FAILED {plan.symbol}: set leverage {plan.leverage:g}x refused: {e}", "ORDER_FAILED")
+                if isinstance(e, AuthError):
+                    raise  # the engine stops trading: no retry loop against refused keys
                 return self.store.get_intent(intent_id)
             intent = self._save(intent, IntentStatus.EXECUTING)
             self._log(
@@ -153,6 +158,11 @@ class Executor:
         except OrderRejected as e:
             self._log("error", f"ORDER FAILED {intent.symbol} {intent.kind.lower()}: {e}", "ORDER_FAILED")
             return self._save(intent, IntentStatus.FAILED, str(e))
+        except AuthError as e:
+            # Refused at the door: the order certainly was not placed.
+            self._log("error", f"ORDER FAILED {intent.symbol} {intent.kind.lower()}: {e}", "ORDER_FAILED")
+            self._save(intent, IntentStatus.FAILED, str(e))
+            raise
         except Exception as e:  # noqa: BLE001 - anything else: the order may have left
             kind = "unknown outcome" if isinstance(e, OutcomeUnknown) else f"unexpected {type(e).__name__}"
             self._log(
@@ -161,10 +171,15 @@ class Executor:
                 "looking it up by orderLinkId, never resending blindly",
                 "ORDER_UNKNOWN",
             )
-            return self.resolve(intent, grace_sec=None)
+            # The venue has already spent its own bounded look-up (BybitVenue waits up to
+            # order_unknown_timeout_sec); an intent that old and still unknown is FAILED.
+            return self.resolve(intent, grace_sec=self.settings.order_unknown_timeout_sec)
         return self._finish(intent, info)
 
     def _finish(self, intent: Intent, info: OrderInfo) -> Intent:
+        if info.status not in FINAL_STATUSES and not info.filled:
+            self._log("info", f"order {intent.intent_id} is {info.status} on the venue; waiting for it to finish", "ORDER_PENDING")
+            return intent
         if not info.filled:
             why = info.reject_reason or f"order {info.status}"
             self._log("error", f"ORDER FAILED {intent.symbol} {intent.kind.lower()}: {why}", "ORDER_FAILED")
@@ -215,6 +230,8 @@ class Executor:
         try:
             info = self.venue.order_by_link_id(intent.symbol, intent.intent_id)
         except VenueError as e:
+            if isinstance(e, AuthError):
+                raise
             self._log("warning", f"lookup of {intent.intent_id} failed: {e}; will retry", "LOOKUP_FAILED")
             return intent
         if info is not None:
@@ -222,7 +239,7 @@ class Executor:
             return self._finish(intent, info)
         age = self.clock.now() - intent.updated_at
         if grace_sec is not None and age >= grace_sec:
-            why = "not found on the venue by orderLinkId"
+            why = f"outcome unknown for {age:.0f}s: not found on the venue by orderLinkId"
             self._log("error", f"ORDER FAILED {intent.symbol} [intent:{intent.intent_id}]: {why}", "ORDER_FAILED")
             return self._save(intent, IntentStatus.FAILED, why)
         return intent
@@ -332,8 +349,66 @@ class Executor:
         )
         return trade
 
+    def _late_open(self, pos: VenuePosition) -> Intent | None:
+        """The FAILED open whose order showed up on the venue after all (an unknown
+        outcome given up on, or a request that landed after a crash), if any."""
+        since = self.clock.now() - self.settings.intent_ttl_sec
+        failed = sorted(
+            (
+                i for i in self.store.intents(IntentStatus.FAILED)
+                if i.kind == "OPEN" and i.symbol == pos.symbol and i.side == pos.side and i.order_id is None
+                and i.created_at >= since and not i.reason.startswith("never sent")
+            ),
+            key=lambda i: i.created_at,
+            reverse=True,
+        )
+        for intent in failed[:3]:
+            try:
+                info = self.venue.order_by_link_id(intent.symbol, intent.intent_id)
+            except VenueError as e:
+                if isinstance(e, AuthError):
+                    raise
+                continue
+            if info is not None and info.filled:
+                return self._save(
+                    intent, IntentStatus.EXECUTED, "its order showed up on the venue after it was marked FAILED; "
+                    "position adopted", info.order_id,
+                )
+        return None
+
     def adopt(self, pos: VenuePosition) -> PositionMeta:
-        """Give a position found on the venue without metadata the default time limit."""
+        """Give a position found on the venue without metadata the default time limit,
+        or, when it is the late fill of a FAILED open, that intent's limits (never reopened)."""
+        late = self._late_open(pos)
+        meta = PositionMeta(
+            symbol=pos.symbol,
+            side=pos.side,
+            opened_at=self.clock.now(),
+            time_in_trade_limit_sec=(late and late.time_in_trade_limit_sec) or self.settings.default_time_in_trade_limit_sec,
+            cooldown_sec=late.cooldown_sec if late else None,
+            tp_pct=late.tp_pct if late else None,
+            sl_pct=late.sl_pct if late else None,
+            take_profit=pos.take_profit,
+            stop_loss=pos.stop_loss,
+            trail_activation_roi=late.trail_activation_roi if late else None,
+            entry_price=pos.entry_price,
+            qty=pos.size,
+            leverage=pos.leverage,
+            intent_id=late.intent_id if late else None,
+            adopted=True,
+        )
+        self.store.put_position(meta)
+        found = (
+            f"is the late fill of FAILED intent {late.intent_id}; adopted with its limits, not opened again"
+            if late
+            else "found on the venue without metadata"
+        )
+        self._log(
+            "warning",
+            f"ADOPTED: {pos.symbol} {pos.side} {pos.size:g} {found}; time limit {meta.time_in_trade_limit_sec}s from now",
+            "ADOPTED",
+        )
+        return meta
         limit = self.settings.default_time_in_trade_limit_sec
         meta = PositionMeta(
             symbol=pos.symbol,

@@ -17,19 +17,33 @@ def build_venue(settings: Settings, clock: Clock) -> Venue:
     if settings.venue == "sim":
         feed = SimFeed(list(settings.symbols), seed=settings.sim_seed, start=clock.now(), speed=settings.sim_speed)
         return PaperVenue(feed, clock, equity=settings.paper_equity, name="sim")
-    # paper on live prices, testnet, demo and live trade through Bybit (pybit).
-    raise SettingsError(
-        f"invalid setting SCALPDESK_VENUE={settings.venue!r}: this build trades only on the built-in "
-        "simulated market (sim); the Bybit venue is not built yet"
-    )
+    if settings.venue == "paper":
+        # Live prices from Bybit's public market endpoints (no keys), simulated fills.
+        from engine.venues.bybit_feed import BybitFeed
+
+        feed = BybitFeed.from_settings(settings)
+        return PaperVenue(feed, clock, equity=settings.paper_equity, name="paper", instruments=feed.instruments())
+    # testnet, demo and live trade through Bybit (pybit).
+    from engine.venues.bybit import BybitVenue
+    from engine.venues.keys import load_keys
+
+    return BybitVenue.from_settings(settings, load_keys(settings))
 
 
 def build_decider(settings: Settings) -> Decider:
     if settings.decider == "rules":
         return RuleDecider(settings.tp_atr_mult, settings.sl_atr_mult, settings.default_time_in_trade_limit_sec)
-    raise SettingsError(
-        f"invalid setting SCALPDESK_DECIDER={settings.decider!r}: the OpenAI decider is not built yet; use rules"
-    )
+    if settings.decider == "openai":
+        from engine.deciders.openai import build_openai_decider
+
+        key = settings.openai_api_key.get_secret_value().strip() if settings.openai_api_key else ""
+        if not key and not settings.openai_base_url:
+            raise SettingsError(
+                "invalid setting SCALPDESK_DECIDER='openai': OPENAI_API_KEY is not set "
+                "(a local OpenAI-compatible server needs only OPENAI_BASE_URL)"
+            )
+        return build_openai_decider(settings)
+    raise SettingsError(f"invalid setting SCALPDESK_DECIDER={settings.decider!r}: use rules or openai")
 
 
 def build_engine(settings: Settings, clock: Clock | None = None, *, headless: bool = False) -> Engine:

@@ -17,8 +17,9 @@ from engine.models import CloseReason, IntentStatus, PositionMeta, VenuePosition
 from engine.store import StateStore
 from engine.venues.base import Venue, VenueError
 
-# An EXECUTING intent the venue still does not know after this long is FAILED
-# (a fresh order can take a moment to appear in Bybit's lookups).
+# An EXECUTING intent the venue still does not know after this long is FAILED (a
+# fresh order can take a moment to appear in Bybit's lookups). The default; the
+# setting order_unknown_timeout_sec (same default) is what the engine uses.
 UNKNOWN_ORDER_GRACE_SEC = 60.0
 
 
@@ -44,9 +45,11 @@ class Monitor:
     def _log(self, level: str, message: str, code: str = "") -> None:
         self.emit(LogEvent(ts=self.clock.now(), level=level, message=message, code=code))  # type: ignore[arg-type]
 
-    def run_once(self, grace_sec: float = UNKNOWN_ORDER_GRACE_SEC) -> MonitorReport:
+    def run_once(self, grace_sec: float | None = None) -> MonitorReport:
+        """One pass; grace_sec (default order_unknown_timeout_sec) is how long an
+        EXECUTING intent the venue does not know stays in flight before it is FAILED."""
         report = MonitorReport()
-        self.executor.resolve_pending(grace_sec)
+        self.executor.resolve_pending(self.settings.order_unknown_timeout_sec if grace_sec is None else grace_sec)
         positions = {p.symbol: p for p in self.venue.positions()}
         metas = {m.symbol: m for m in self.store.positions()}
 
@@ -106,8 +109,14 @@ class Monitor:
         """The venue closed it (TP, SL, trailing, liquidation, or by hand): journal it with
         the venue's reason and price."""
         reason, exit_price, pnl = CloseReason.UNKNOWN, meta.entry_price, 0.0
+        # An open resolved late (reconciled at start) got its metadata after it filled,
+        # and may have closed before that: look back to when its intent was made.
+        since = meta.opened_at
+        intent = self.store.get_intent(meta.intent_id) if meta.intent_id else None
+        if intent is not None:
+            since = min(since, intent.created_at)
         try:
-            closes = self.venue.closed_trades(meta.symbol, since=meta.opened_at)
+            closes = self.venue.closed_trades(meta.symbol, since=since)
         except VenueError as e:
             closes = []
             self._log("warning", f"{meta.symbol}: closed-trade lookup failed: {e}", "LOOKUP_FAILED")

@@ -1,0 +1,121 @@
+"""Order latency: from an approved decision to the order request arriving at Bybit,
+against a bare pybit place_order to the same (loopback) server in the same run.
+
+    PYTHONPATH=. python bench/bench_order_latency.py [--n 200]
+
+Three paths, interleaved so they share the machine's conditions:
+  bare     pybit HTTP.place_order(...) called directly: the floor.
+  auto     Engine._execute(record) of a reviewed EXECUTE decision (AUTO mode): the
+           intent is written durably (PENDING, then EXECUTING, each an fsynced state
+           write), leverage is set, then the create is sent.
+  approve  Engine.approve(decision_id) (APPROVE mode, the operator pressed y): the
+           guardrails are checked again on a fresh snapshot (ticker, 1/5/15m klines,
+           wallet, positions) before the same path as auto.
+The clock stops when the loopback server receives the POST /v5/order/create (its
+handler stamps time.perf_counter() in this same process). Prints p50, p99 and the
+ratio to bare for each path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pybit.unified_trading import HTTP  # noqa: E402
+
+from engine import guardrails  # noqa: E402
+from engine.clock import SystemClock  # noqa: E402
+from engine.engine import Pending  # noqa: E402
+from engine.factory import build_engine  # noqa: E402
+from engine.models import Action, Decision, DecisionRecord  # noqa: E402
+from tests.fakes.bybit_exchange import FAKE_KEY, FAKE_SECRET  # noqa: E402
+from tests.fakes.bybit_rig import settings_for  # noqa: E402
+from tests.fakes.bybit_server import BybitFakeServer  # noqa: E402
+
+CREATE = "/v5/order/create"
+
+
+def arrival_after(srv: BybitFakeServer, t0: float) -> float:
+    with srv.exchange.lock:
+        return next(t for t, m, p, _ in srv.exchange.requests if p == CREATE and t >= t0)
+
+
+def flatten(srv: BybitFakeServer) -> None:
+    with srv.exchange.lock:
+        srv.exchange.positions.clear()
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def decision() -> Decision:
+    return Decision(symbol="BTCUSDT", action=Action.OPEN_LONG, confidence=0.9, tp_pct=2.0, sl_pct=1.5, leverage=5,
+                    size_pct=10, time_in_trade_limit_sec=1800, cooldown_sec=900, rationale="bench")
+
+
+async def main(n: int) -> None:
+    with BybitFakeServer() as srv, tempfile.TemporaryDirectory() as tmp:
+        ex = srv.exchange
+        ex.trend["BTCUSDT"] = 1
+        ex.wallet = 1e9
+        bare = HTTP(testnet=True, api_key=FAKE_KEY, api_secret=FAKE_SECRET, max_retries=1, retry_codes={0})
+        bare.endpoint = srv.url
+        settings = settings_for(srv, Path(tmp) / "state", mode="approve", bybit_timeout_sec=10)
+        engine = build_engine(settings, clock=SystemClock())
+        await engine.start(schedule=False)
+        snap = await asyncio.to_thread(engine._snapshot, ["BTCUSDT"])
+        results: dict[str, list[float]] = {"bare": [], "auto": [], "approve": []}
+        try:
+            for i in range(n + 5):  # the first 5 warm up connections and caches
+                t0 = time.perf_counter()
+                bare.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.001",
+                                 positionIdx=0, orderLinkId=f"bare-{i}")
+                bare_ms = (arrival_after(srv, t0) - t0) * 1000
+                flatten(srv)
+
+                d = decision()
+                review = guardrails.review(d, engine._context(snap), settings)
+                assert review.order is not None, review
+                record = DecisionRecord(decision=d, review=review, status="PROPOSED", recorded_at=time.time())
+                t0 = time.perf_counter()
+                await engine._execute(record)
+                auto_ms = (arrival_after(srv, t0) - t0) * 1000
+                flatten(srv)
+
+                d = decision()
+                rec = DecisionRecord(decision=d, review=review.model_copy(update={"decision": d}), status="PENDING",
+                                     recorded_at=time.time())
+                engine.pending[d.decision_id] = Pending(rec, time.time() + 60)
+                t0 = time.perf_counter()
+                answer = await engine.approve(d.decision_id)
+                assert answer.endswith("approved"), answer
+                approve_ms = (arrival_after(srv, t0) - t0) * 1000
+                flatten(srv)
+                if i >= 5:
+                    results["bare"].append(bare_ms)
+                    results["auto"].append(auto_ms)
+                    results["approve"].append(approve_ms)
+        finally:
+            await engine.stop()
+            engine.store.close()
+    base50, base99 = pct(results["bare"], 0.5), pct(results["bare"], 0.99)
+    print(f"order latency to the loopback Bybit fake, n={n} each (ms; ratio to bare pybit)")
+    print(f"{'path':<8} {'p50':>8} {'p99':>8} {'mean':>8} {'x p50':>7} {'x p99':>7}")
+    for name, xs in results.items():
+        p50, p99 = pct(xs, 0.5), pct(xs, 0.99)
+        print(f"{name:<8} {p50:8.2f} {p99:8.2f} {statistics.fmean(xs):8.2f} {p50 / base50:7.1f} {p99 / base99:7.1f}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=200)
+    asyncio.run(main(ap.parse_args().n))

@@ -1,0 +1,116 @@
+"""The engine on BybitVenue: closes journalled with the venue's reason and PnL, trailing
+through trading-stop, and reconciliation at start."""
+
+import asyncio
+import time
+
+import pytest
+
+from engine.models import CloseReason, Intent, IntentStatus, PositionMeta
+from tests.fakes.bybit_rig import long_btc, make_bybit_rig, plan
+from tests.fakes.bybit_server import BybitFakeServer
+
+
+@pytest.fixture
+def srv():
+    with BybitFakeServer() as s:
+        yield s
+
+
+@pytest.fixture
+def rig(srv, tmp_path):
+    r = make_bybit_rig(srv, tmp_path / "state", symbols="BTCUSDT,ETHUSDT")
+    yield r
+    r.store.close()
+
+
+def test_a_take_profit_on_bybit_is_journalled_with_its_reason_and_closed_pnl(srv, rig):
+    intent = rig.engine.executor.open(plan(rig, long_btc()))
+    assert intent.status is IntentStatus.EXECUTED
+    meta = rig.store.get_position("BTCUSDT")
+    srv.exchange.set_price("BTCUSDT", meta.take_profit + 50)
+    report = rig.engine.monitor.run_once()
+    assert report.venue_closes == ["BTCUSDT"]
+    trade = rig.store.trades()[0]
+    row = srv.exchange.closed_pnl[-1]
+    assert trade.reason is CloseReason.TAKE_PROFIT and trade.pnl == pytest.approx(float(row["closedPnl"]))
+    assert trade.exit_price == pytest.approx(meta.take_profit)
+    assert rig.store.get_cooldown("BTCUSDT").reason == "TAKE_PROFIT"
+
+
+def test_the_monitor_arms_trailing_through_trading_stop(srv, rig):
+    rig.engine.executor.open(plan(rig, long_btc(trail_activation_roi=2.0, tp_pct=3.0)))
+    srv.exchange.set_price("BTCUSDT", 100_600)  # +0.6 % at 5x: ROI 3 % >= 2 %
+    report = rig.engine.monitor.run_once()
+    assert report.trailing_armed == ["BTCUSDT"]
+    sent = srv.sent("/v5/position/trading-stop")[-1]
+    assert sent["tpslMode"] == "Full" and sent["positionIdx"] == 0 and float(sent["trailingStop"]) > 0
+    srv.exchange.set_price("BTCUSDT", 100_700)
+    srv.exchange.set_price("BTCUSDT", 100_000)
+    rig.engine.monitor.run_once()
+    assert rig.store.trades()[0].reason is CloseReason.TRAILING_STOP
+
+
+def test_reconciliation_at_start(srv, tmp_path):
+    ex = srv.exchange
+    # What the venue did while scalpdesk was down:
+    t0 = time.time() - 120
+    ex._fill("BTCUSDT", "Buy", 0.01, 100_000, 0, "o-landed", reduce=False, create_type="CreateByUser",
+             tp="102000", sl="99000")  # the EXECUTING intent's order did land ...
+    ex.set_price("BTCUSDT", 98_900)  # ... and its stop loss has closed it since
+    ex._fill("ETHUSDT", "Sell", 0.5, 3_500, 0, "by-hand", reduce=False, create_type="CreateByUser")  # opened by hand
+    ex.set_price("BTCUSDT", 100_000)
+    rig = make_bybit_rig(srv, tmp_path / "state", symbols="BTCUSDT,ETHUSDT")
+    try:
+        store = rig.store
+        store.put_intent(Intent(intent_id="o-landed", kind="OPEN", symbol="BTCUSDT", side="long", qty=0.01,
+                                status=IntentStatus.EXECUTING, created_at=t0, updated_at=t0,
+                                time_in_trade_limit_sec=1800))
+        asyncio.run(rig.engine.start(schedule=False))
+        assert store.get_intent("o-landed").status is IntentStatus.EXECUTED
+        assert any("RECONCILED: o-landed" in m for m in rig.lines("RECONCILED"))
+        # the BTC position it opened is gone: journalled with the venue's reason
+        [trade] = store.trades()
+        assert trade.symbol == "BTCUSDT" and trade.reason is CloseReason.STOP_LOSS
+        # the ETH position nobody knew of: adopted with the default time limit, and said so
+        eth = store.get_position("ETHUSDT")
+        assert eth.adopted and eth.side == "short" and eth.time_in_trade_limit_sec == rig.settings.default_time_in_trade_limit_sec
+        assert any(m.startswith("ADOPTED: ETHUSDT short 0.5") for m in rig.lines("ADOPTED"))
+        assert [o["orderLinkId"] for o in ex.orders_for()] == ["o-landed", "by-hand"]  # nothing sent
+    finally:
+        rig.store.close()
+
+
+def test_metadata_of_a_position_closed_while_down_is_journalled_with_the_venues_reason(srv, tmp_path):
+    ex = srv.exchange
+    opened = time.time() - 60
+    ex._fill("BTCUSDT", "Buy", 0.01, 100_000, 0, "o-old", reduce=False, create_type="CreateByUser", tp="101000")
+    ex.set_price("BTCUSDT", 101_100)
+    rig = make_bybit_rig(srv, tmp_path / "state")
+    try:
+        rig.store.put_position(PositionMeta(symbol="BTCUSDT", side="long", opened_at=opened, time_in_trade_limit_sec=1800,
+                                            entry_price=100_000, qty=0.01, leverage=10, intent_id="o-old"))
+        asyncio.run(rig.engine.start(schedule=False))
+        [trade] = rig.store.trades()
+        assert trade.reason is CloseReason.TAKE_PROFIT and trade.exit_price == 101_000
+        assert rig.store.get_position("BTCUSDT") is None
+    finally:
+        rig.store.close()
+
+
+async def test_a_hedge_account_that_cannot_switch_degrades_the_engine_at_start(srv, tmp_path):
+    ex = srv.exchange
+    ex.position_mode = 3
+    ex._fill("BTCUSDT", "Buy", 0.01, 100_000, 1, "by-hand", reduce=False, create_type="CreateByUser")
+    rig = make_bybit_rig(srv, tmp_path / "state", symbols="BTCUSDT,ETHUSDT")
+    try:
+        await rig.engine.start(schedule=False)
+        assert "hedge mode" in rig.engine.degraded and "BYBIT_HEDGE_MODE" in rig.engine.degraded
+        assert rig.engine.paused
+        assert rig.engine.state_event().degraded == rig.engine.degraded
+        # exits keep working: the adopted long can still be closed
+        assert "EXECUTED" in await rig.engine.force_close("BTCUSDT")
+        await rig.engine.run_monitor()
+        assert len(rig.lines("DEGRADED")) == 1  # said once, not on every pass
+    finally:
+        rig.store.close()
