@@ -46,6 +46,19 @@ log = logging.getLogger(__name__)
 Subscriber = Callable[[BaseEvent], None]
 
 
+class _VenueLogBridge(logging.Handler):
+    """Venue modules log through Python logging (retries, resyncs, mode switches); the
+    operator sees those lines in the engine's log as events."""
+
+    def __init__(self, engine: "Engine") -> None:
+        super().__init__(level=logging.INFO)
+        self.engine = engine
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING else "info"
+        self.engine._log(level, record.getMessage(), "VENUE")
+
+
 @dataclass
 class Pending:
     """A decision waiting for the operator in APPROVE mode."""
@@ -85,6 +98,7 @@ class Engine:
         self._emit_lock = threading.Lock()
         self._cycle_lock = asyncio.Lock()
         self.scheduler: AsyncIOScheduler | None = None
+        self._bridge: logging.Handler | None = None
         self.executor = Executor(store, venue, clock, settings, self.emit)
         self.monitor = Monitor(store, venue, self.executor, clock, settings, self.emit)
 
@@ -131,6 +145,8 @@ class Engine:
 
     async def start(self, schedule: bool = True) -> None:
         """Reconcile with the venue, then start the jobs (schedule=False: tests drive them)."""
+        self._bridge = _VenueLogBridge(self)
+        logging.getLogger("engine.venues").addHandler(self._bridge)
         self._log("info", f"scalpdesk engine starting: venue {self.venue.name}, mode {self.mode.upper()}, "
                   f"decider {self.decider.name}, symbols {', '.join(self.settings.symbols)}", "START")
         await self._guard(self._reconcile)
@@ -172,6 +188,9 @@ class Engine:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.scheduler = None
+        if self._bridge is not None:
+            logging.getLogger("engine.venues").removeHandler(self._bridge)
+            self._bridge = None
         self._log("info", "scalpdesk engine stopped", "STOP")
 
     async def _guard(self, fn: Callable[[], object]) -> bool:

@@ -114,3 +114,18 @@ async def test_a_hedge_account_that_cannot_switch_degrades_the_engine_at_start(s
         assert len(rig.lines("DEGRADED")) == 1  # said once, not on every pass
     finally:
         rig.store.close()
+
+
+async def test_venue_log_lines_reach_the_operators_log(srv, tmp_path):
+    srv.exchange.position_mode = 3  # flat hedge account: switched to one-way at start, and said so
+    rig = make_bybit_rig(srv, tmp_path / "state", symbols="BTCUSDT")
+    try:
+        await rig.engine.start(schedule=False)
+        assert "Bybit USDT perpetuals switched to one-way mode" in rig.lines("VENUE")
+        await rig.engine.stop()
+        import logging
+
+        logging.getLogger("engine.venues.bybit").warning("after stop")
+        assert "after stop" not in rig.lines("VENUE")
+    finally:
+        rig.store.close()
