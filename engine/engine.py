@@ -99,6 +99,7 @@ class Engine:
         self._cycle_lock = asyncio.Lock()
         self.scheduler: AsyncIOScheduler | None = None
         self._bridge: logging.Handler | None = None
+        self._batch: list[DecisionRecord] | None = None  # a cycle's records, written together
         self.executor = Executor(store, venue, clock, settings, self.emit)
         self.monitor = Monitor(store, venue, self.executor, clock, settings, self.emit)
 
@@ -301,20 +302,24 @@ class Engine:
                 return
             for err in result.errors:
                 self._log("warning", f"decider: {err}", "DECIDER")
-            for inv in result.invalid:
-                await self._record_invalid(inv, dict(result.audit), snap.ts)
             usage = result.audit.get("usage")
             if isinstance(usage, dict):
                 self.emit(UsageUpdated(ts=self.clock.now(), level="debug", code="USAGE", **usage))
             if result.audit.get("degraded"):
                 self._degrade(f"decider {self.decider.name}: {result.audit['degraded']}")
-            ctx = self._context(snap)
-            for decision in result.decisions:
-                review = guardrails.review(decision, ctx, self.settings)
-                await self._dispose(decision, review, dict(result.audit))
-                if review.actionable and review.order is not None:
-                    # What this cycle already opened counts against the next decisions.
-                    ctx = self._context(await asyncio.to_thread(self._refresh, snap))
+            self._batch = []
+            try:
+                for inv in result.invalid:
+                    await self._record_invalid(inv, self._audit_for(inv.symbol, result.audit), snap.ts)
+                ctx = self._context(snap)
+                for decision in result.decisions:
+                    review = guardrails.review(decision, ctx, self.settings)
+                    await self._dispose(decision, review, self._audit_for(decision.symbol, result.audit))
+                    if review.actionable and review.order is not None:
+                        # What this cycle already opened counts against the next decisions.
+                        ctx = self._context(await asyncio.to_thread(self._refresh, snap))
+            finally:
+                await self._flush()
 
     async def _record_invalid(self, inv: InvalidDecision, audit: dict[str, object], ts: float) -> None:
         """Keep an unusable answer on the record (as a HOLD that was never traded)."""
@@ -360,11 +365,33 @@ class Engine:
             self.pending[decision.decision_id] = Pending(rec, expires)
             await self._record(rec, "warning", expires_at=expires)
 
-    async def _record(self, record: DecisionRecord, level: str, expires_at: float | None = None, update: bool = False) -> None:
-        def work() -> None:
-            (self.store.update_decision if update else self.store.add_decision)(record)
+    def _audit_for(self, symbol: str | None, audit: dict[str, object]) -> dict[str, object]:
+        """The cycle's audit as one symbol's record keeps it: per-symbol maps (verdicts,
+        parsed answers) cut to that symbol, so history grows with symbols, not symbols²."""
+        symbols = set(self.settings.symbols)
+        out: dict[str, object] = {}
+        for key, value in audit.items():
+            if isinstance(value, dict) and value and set(value) <= symbols:
+                value = {symbol: value[symbol]} if symbol in value else {}
+            out[key] = value
+        return out
 
-        await asyncio.to_thread(work)
+    async def _flush(self) -> None:
+        """Write the cycle's new decision records in one go (one write per history file)."""
+        batch, self._batch = self._batch, None
+        if batch:
+            await asyncio.to_thread(self.store.add_decisions, batch)
+
+    async def _record(self, record: DecisionRecord, level: str, expires_at: float | None = None, update: bool = False) -> None:
+        if update:
+            if self._batch:  # the record may still be waiting in this cycle's batch
+                batch, self._batch = self._batch, []
+                await asyncio.to_thread(self.store.add_decisions, batch)
+            await asyncio.to_thread(self.store.update_decision, record)
+        elif self._batch is not None:
+            self._batch.append(record)
+        else:
+            await asyncio.to_thread(self.store.add_decision, record)
         self.emit(
             DecisionEvent(
                 ts=self.clock.now(),

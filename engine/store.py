@@ -461,6 +461,16 @@ class StateStore:
         self._day_db(rec.recorded_at).table("decisions").insert(rec.model_dump(mode="json"))
 
     @_locked
+    def add_decisions(self, recs: list[DecisionRecord]) -> None:
+        """Several records with one write per history file (a cycle's decisions)."""
+        by_part: dict[str, list[DecisionRecord]] = {}
+        for rec in recs:
+            by_part.setdefault(_part(rec.recorded_at), []).append(rec)
+        for part_recs in by_part.values():
+            table = self._day_db(part_recs[0].recorded_at).table("decisions")
+            table.insert_multiple(r.model_dump(mode="json") for r in part_recs)
+
+    @_locked
     def update_decision(self, rec: DecisionRecord) -> None:
         """Replace the record with the same decision_id in the history file of rec.recorded_at.
 

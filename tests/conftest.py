@@ -16,6 +16,13 @@ for _k in list(os.environ):
         "BYBIT_HEDGE_MODE",
         "DEFAULT_TIME_IN_TRADE_LIMIT_SEC",
         "COOLDOWN_MINUTES",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_MODEL",
+        "BYBIT_API_KEY",
+        "BYBIT_API_SECRET",
+        "BYBIT_BASE_URL",
+        "BYBIT_WS_URL",
     ):
         del os.environ[_k]
 

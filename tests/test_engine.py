@@ -237,3 +237,27 @@ async def test_hours_on_the_simulated_market_open_and_close_trades(tmp_path):
         print(f"opened {len(opened)}, closed {len(trades)} {sorted({t.reason.value for t in trades})}, blocked {len(blocked)}")
     finally:
         rig.store.close()
+
+
+async def test_a_cycles_records_are_written_together_and_audit_is_cut_per_symbol(rig):
+    await rig.engine.start(schedule=False)
+    calls = []
+    real = rig.store.add_decisions
+    rig.store.add_decisions = lambda recs: (calls.append(len(recs)), real(recs))[1]
+
+    async def decide(snapshot):
+        from engine.deciders.base import DeciderResult
+
+        ds = [long_btc(), long_btc(symbol="ETHUSDT", action=Action.HOLD)]
+        audit = {"model": "m", "verdicts": {"BTCUSDT": "ok", "ETHUSDT": "ok", "SOLUSDT": "invalid"}}
+        return DeciderResult(decisions=ds, audit=audit)
+
+    rig.decider.decide = decide
+    await rig.engine.run_decision_cycle()
+    assert calls == [2]
+    stored = {r.decision.symbol: r for r in rig.store.decisions()}
+    assert stored["BTCUSDT"].status == "PENDING" and stored["ETHUSDT"].status == "HOLD"
+    assert stored["BTCUSDT"].audit == {"model": "m", "verdicts": {"BTCUSDT": "ok"}}
+    # the pending record, written in the batch, is updated in place on approval
+    await rig.engine.approve(stored["BTCUSDT"].decision.decision_id)
+    assert [r.status for r in rig.store.decisions() if r.decision.symbol == "BTCUSDT"] == ["EXECUTED"]

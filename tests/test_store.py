@@ -543,3 +543,15 @@ def test_sigkill_at_random_moments_leaves_whole_files_and_loses_no_completed_wri
             assert meta is not None and meta.qty >= last_qty
 
     assert torn_writes > 0, "no kill landed mid-write: the test proved nothing"
+
+
+def test_add_decisions_writes_each_history_file_once(tmp_path: Path, monkeypatch) -> None:
+    from engine import store as store_mod
+
+    writes: list[str] = []
+    real = store_mod._atomic_write
+    monkeypatch.setattr(store_mod, "_atomic_write", lambda path, payload: (writes.append(Path(path).name), real(path, payload))[1])
+    with StateStore(tmp_path) as s:
+        s.add_decisions([record(DAY + HOUR, f"d-{n}") for n in range(5)] + [record(DAY + 2 * HOUR, "d-9")])
+        assert sorted(writes) == ["2026-01-01T01.json", "2026-01-01T02.json"]
+        assert [r.decision.decision_id for r in s.decisions()] == ["d-9", "d-4", "d-3", "d-2", "d-1", "d-0"]
