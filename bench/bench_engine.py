@@ -35,7 +35,7 @@ from engine.models import (  # noqa: E402
     OrderRequest,
     Trade,
 )
-from engine.store import StateStore, _atomic_write  # noqa: E402
+from engine.store import StateStore, atomic_write  # noqa: E402
 from engine.venues.paper import PaperVenue  # noqa: E402
 from engine.venues.simfeed import SimFeed  # noqa: E402
 
@@ -152,7 +152,7 @@ def bench_store(days: int, n: int) -> None:
         trade.append((time.perf_counter() - t0) * 1000)
         payload = (tmp / "state" / "state.json").read_bytes()
         t0 = time.perf_counter()
-        _atomic_write(tmp / "bare.json", payload)
+        atomic_write(tmp / "bare.json", payload)
         bare.append((time.perf_counter() - t0) * 1000)
     store.close()
     print(f"State writes with {days} days of history ({records} decision records, {size / 1e6:.1f} MB on disk; "

@@ -43,7 +43,7 @@ LOCK_FILE = "scalpdesk.lock"
 HISTORY_DIR = "history"
 _PART_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}\.json$")
 _OPEN_PARTS = 4  # TinyDB instances kept open (each remembers its tables' next ids)
-_TEMP_GLOB = ".*.tmp"  # what _atomic_write leaves behind if it is killed mid-write
+_TEMP_GLOB = ".*.tmp"  # what atomic_write leaves behind if it is killed mid-write
 
 
 class StoreError(Exception):
@@ -218,7 +218,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
+def atomic_write(path: Path, payload: bytes) -> None:
     """Replace `path` with `payload` so that a crash at any moment leaves the old or the new file."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -248,7 +248,7 @@ class AtomicJSONStorage(Storage):
         return _load(self.path)
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        _atomic_write(self.path, json.dumps(data, ensure_ascii=False, allow_nan=False).encode())
+        atomic_write(self.path, json.dumps(data, ensure_ascii=False, allow_nan=False).encode())
 
 
 # --- the lock -----------------------------------------------------------------------------

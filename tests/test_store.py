@@ -549,8 +549,8 @@ def test_add_decisions_writes_each_history_file_once(tmp_path: Path, monkeypatch
     from engine import store as store_mod
 
     writes: list[str] = []
-    real = store_mod._atomic_write
-    monkeypatch.setattr(store_mod, "_atomic_write", lambda path, payload: (writes.append(Path(path).name), real(path, payload))[1])
+    real = store_mod.atomic_write
+    monkeypatch.setattr(store_mod, "atomic_write", lambda path, payload: (writes.append(Path(path).name), real(path, payload))[1])
     with StateStore(tmp_path) as s:
         s.add_decisions([record(DAY + HOUR, f"d-{n}") for n in range(5)] + [record(DAY + 2 * HOUR, "d-9")])
         assert sorted(writes) == ["2026-01-01T01.json", "2026-01-01T02.json"]

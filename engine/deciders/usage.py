@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from engine.store import atomic_write
 
 
 def usd(x: float) -> str:
@@ -170,22 +171,7 @@ def read_day_cost(path: Path, day: str) -> float:
 
 
 def write_day_cost(path: Path, day: str, cost: float) -> None:
-    """Replace the usage file atomically (temp file, fsync, rename, fsync of the directory), mode 0600."""
+    """Replace the usage file atomically (the store's temp file, fsync, rename), mode 0600."""
     payload = json.dumps({"day": day, "cost_usd": round(cost, 8)}, allow_nan=False).encode()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with open(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    atomic_write(path, payload)
