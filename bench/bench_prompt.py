@@ -132,14 +132,14 @@ async def cycle_times(n_symbols: int, cycles: int, fake: FakeOpenAI) -> dict[str
 
         engine.decider.decide = decide  # type: ignore[method-assign]
         stored: list[float] = []
-        real_add = store.add_decision
+        real_add = store.add_decisions
 
-        def add_decision(rec):  # each one an atomic, fsynced rewrite of a history file
+        def add_decisions(recs):  # the cycle's records: one atomic, fsynced rewrite per history file
             t = time.perf_counter()
-            real_add(rec)
+            real_add(recs)
             stored.append(time.perf_counter() - t)
 
-        store.add_decision = add_decision  # type: ignore[method-assign]
+        store.add_decisions = add_decisions  # type: ignore[method-assign]
         try:
             await engine.start(schedule=False)
             totals, https, deciders, stores = [], [], [], []
