@@ -35,6 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 from pydantic import BaseModel, ValidationError
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Table
 
 from engine.models import Cooldown, DecisionRecord, Intent, IntentStatus, PositionMeta, Trade
 
@@ -341,8 +342,17 @@ class StateStore:
         self.close()
 
     # --- hot state
-    # Records are dumped whole (every field, None included), so TinyDB's upsert, which
-    # merges the fields into the matching document, replaces the record.
+    # Records are dumped whole (every field, None included), so updating the matching
+    # document replaces the record.
+
+    @staticmethod
+    def _put(table: Table, doc: dict[str, Any], cond: Any) -> None:
+        """Replace the matching document or insert a new one, in ONE file write: TinyDB's
+        upsert writes the file for its update even when nothing matched, then again to insert."""
+        if table.contains(cond):
+            table.update(doc, cond)
+        else:
+            table.insert(doc)
 
     def _records(self, name: str, cond: Any = None) -> list[Any]:
         table = self._hot.table(name)
@@ -355,7 +365,7 @@ class StateStore:
     def put_intent(self, intent: Intent) -> None:
         """Insert the intent, or replace the one with the same intent_id."""
         cond = Query().intent_id == intent.intent_id
-        self._hot.table("intents").upsert(intent.model_dump(mode="json"), cond)
+        self._put(self._hot.table("intents"), intent.model_dump(mode="json"), cond)
 
     @_locked
     def get_intent(self, intent_id: str) -> Intent | None:
@@ -379,7 +389,7 @@ class StateStore:
 
     @_locked
     def put_position(self, meta: PositionMeta) -> None:
-        self._hot.table("positions").upsert(meta.model_dump(mode="json"), Query().symbol == meta.symbol)
+        self._put(self._hot.table("positions"), meta.model_dump(mode="json"), Query().symbol == meta.symbol)
 
     @_locked
     def get_position(self, symbol: str) -> PositionMeta | None:
@@ -400,7 +410,7 @@ class StateStore:
 
     @_locked
     def put_cooldown(self, c: Cooldown) -> None:
-        self._hot.table("cooldowns").upsert(c.model_dump(mode="json"), Query().symbol == c.symbol)
+        self._put(self._hot.table("cooldowns"), c.model_dump(mode="json"), Query().symbol == c.symbol)
 
     @_locked
     def get_cooldown(self, symbol: str) -> Cooldown | None:
@@ -476,7 +486,7 @@ class StateStore:
 
         Inserted if absent there: recorded_at picks the file, so it must not change."""
         cond = Query().decision.decision_id == rec.decision.decision_id
-        self._day_db(rec.recorded_at).table("decisions").upsert(rec.model_dump(mode="json"), cond)
+        self._put(self._day_db(rec.recorded_at).table("decisions"), rec.model_dump(mode="json"), cond)
 
     @_locked
     def decisions(self, limit: int = 100) -> list[DecisionRecord]:

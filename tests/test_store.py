@@ -555,3 +555,26 @@ def test_add_decisions_writes_each_history_file_once(tmp_path: Path, monkeypatch
         s.add_decisions([record(DAY + HOUR, f"d-{n}") for n in range(5)] + [record(DAY + 2 * HOUR, "d-9")])
         assert sorted(writes) == ["2026-01-01T01.json", "2026-01-01T02.json"]
         assert [r.decision.decision_id for r in s.decisions()] == ["d-9", "d-4", "d-3", "d-2", "d-1", "d-0"]
+
+
+def test_every_put_is_one_durable_write(tmp_path: Path, monkeypatch) -> None:
+    """A new record and a replaced one each cost one atomic write (TinyDB's upsert writes twice
+    for a new record: an update that matched nothing, then the insert)."""
+    from engine import store as store_mod
+
+    writes: list[str] = []
+    real = store_mod.atomic_write
+    monkeypatch.setattr(store_mod, "atomic_write", lambda path, payload: (writes.append(Path(path).name), real(path, payload))[1])
+    with StateStore(tmp_path) as s:
+        for put in (lambda: s.put_intent(intent("o-1")), lambda: s.put_position(position()), lambda: s.put_cooldown(cooldown())):
+            writes.clear()
+            put()
+            assert writes == ["state.json"]
+            writes.clear()
+            put()  # the same key again: replaced
+            assert writes == ["state.json"]
+        s.add_decision(record(DAY + HOUR, "d-1"))
+        writes.clear()
+        s.update_decision(record(DAY + HOUR, "d-1", status="EXECUTED"))
+        assert writes == ["2026-01-01T01.json"]
+        assert len(s.intents()) == 1 and len(s.decisions()) == 1
