@@ -1,0 +1,612 @@
+"""ScalpDeskApp: the console a trader lives in over SSH.
+
+The app composes the panels, binds the keys, turns engine events (from any thread)
+into messages, and runs every engine command as a worker so a key never waits on
+the venue or the AI: the key shows its effect at once, the result arrives later as
+an event. One timer ticks every countdown from the engine's clock, so a ManualClock
+makes every frame deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Container
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Footer, Tab, Tabs
+
+from app.messages import EngineEvent
+from app.screens import ConfirmScreen, DecisionScreen, HelpScreen, Section, binding_rows
+from engine.commands import Approve, CloseAll, Command, ForceClose, Pause, Reject, RunCycle, SetMode
+from engine.config import Settings
+from engine.engine import Engine
+from engine.events import (
+    AccountUpdated,
+    BaseEvent,
+    CooldownStarted,
+    DecisionEvent,
+    EngineState,
+    LogEvent,
+    PositionClosed,
+    PositionOpened,
+    PositionsUpdated,
+    UsageUpdated,
+)
+from engine.models import SymbolFeatures
+from widgets import format as fmt
+from widgets.cooldowns import CooldownsPanel
+from widgets.decisions import DecisionsPanel, HistoryTable, PendingTable
+from widgets.logs import LogPanel
+from widgets.positions import PositionsPanel, PositionsTable
+from widgets.status import StatusBar
+
+log = logging.getLogger(__name__)
+
+
+def find_styles() -> Path:
+    """styles.tcss at the top of the checkout (editable install), else shipped next to app/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "styles.tcss", here / "styles.tcss"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"styles.tcss not found next to {here.parent} or in {here}")
+
+
+PANELS = ("decisions", "positions", "cooldowns", "log")
+PANEL_TITLES = {"decisions": "Decisions", "positions": "Positions", "cooldowns": "Cooldowns", "log": "Log"}
+TICK_SEC = 0.5  # countdowns show whole seconds; half a second keeps them from skipping one
+MAX_INPUTS = 500  # decisions whose market inputs the console remembers for the detail screen
+APPROVAL_TOAST_SEC = 8.0
+TRADING_ACTIONS = {"mode", "pause", "run_cycle", "close_all", "help", "panel", "quit"}
+
+
+class ScalpDeskApp(App[int]):
+    """The console: status bar, decisions, positions, cooldowns, log, footer."""
+
+    CSS_PATH = str(find_styles())
+    TITLE = "scalpdesk"
+    ENABLE_COMMAND_PALETTE = False
+    # Below 120 columns or 34 lines the panels become tabs, one at a time.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+
+    BINDINGS = [
+        Binding("a", "mode", "Mode", tooltip="Switch AUTO/APPROVE (AUTO asks; on LIVE, type AUTO)"),
+        Binding("p", "pause", "Pause", tooltip="Pause or resume new entries (exits keep running)"),
+        Binding("r", "run_cycle", "Cycle", tooltip="Run a decision cycle now"),
+        Binding("X", "close_all", "Close all", tooltip="Close every position (kill switch) and pause entries"),
+        Binding("question_mark", "help", "Help", tooltip="This list of keys"),
+        Binding("q", "quit", "Quit", tooltip="Quit (asks first while positions are open or decisions wait)"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, tooltip="Quit, as q"),
+        Binding("1", "panel('decisions')", "Decisions", show=False, tooltip="Show the decisions panel"),
+        Binding("2", "panel('positions')", "Positions", show=False, tooltip="Show the positions panel"),
+        Binding("3", "panel('cooldowns')", "Cooldowns", show=False, tooltip="Show the cooldowns panel"),
+        Binding("4", "panel('log')", "Log", show=False, tooltip="Show the log panel"),
+    ]
+
+    def __init__(self, engine: Engine, *, schedule: bool = True, freeze_gc: bool = False) -> None:
+        super().__init__()
+        self.engine = engine
+        self.schedule = schedule
+        self.freeze_gc = freeze_gc
+        self.inputs: OrderedDict[str, SymbolFeatures] = OrderedDict()
+        self.started = asyncio.Event()
+        self.stopped = False
+        self.bells = 0
+        self.current_panel = "decisions"
+        self._exit_requested: set[str] = set()  # symbols whose due time exit was handed to the monitor
+        self._expiry_requested: set[str] = set()  # pending decisions whose expiry was handed to the engine
+        self._degraded = engine.degraded
+        self._approval_toast_at = -APPROVAL_TOAST_SEC
+        self._gc = GcPolicy()
+
+    # --- layout ----------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        # The app keeps its own references: App.query_one searches only the active
+        # screen, and the timer and the engine's events update the panels while a
+        # dialog is open on top of them.
+        self.status = StatusBar(id="status")
+        self.tab_bar = Tabs(*(Tab(self._tab_label(p, 0), id=f"tab-{p}") for p in PANELS), id="tabs")
+        self.decisions = DecisionsPanel(id="decisions", classes="panel -current")
+        self.cooldowns = CooldownsPanel(id="cooldowns", classes="panel")
+        self.positions = PositionsPanel(id="positions", classes="panel")
+        self.log_panel = LogPanel(id="log", classes="panel")
+        self.panels: dict[str, Widget] = {
+            "decisions": self.decisions,
+            "positions": self.positions,
+            "cooldowns": self.cooldowns,
+            "log": self.log_panel,
+        }
+        yield self.status
+        yield self.tab_bar
+        with Container(id="body"):
+            yield self.decisions
+            yield self.cooldowns
+            yield self.positions
+            yield self.log_panel
+        yield Footer(compact=True)
+
+    @property
+    def clock(self):
+        return self.engine.clock
+
+    def on_mount(self) -> None:
+        e = self.engine
+        status = self.status
+        status.mode = e.mode
+        status.venue = e.venue.name
+        status.paused = e.paused
+        status.degraded = e.degraded
+        self._subscribe()
+        self.set_interval(TICK_SEC, self._tick)
+        self._tick()
+        self.decisions.pending.focus()
+        self.run_worker(self._load_history(), name="history", exit_on_error=False)
+        self.run_worker(self._start_engine(), name="engine-start", exit_on_error=False)
+
+    def _subscribe(self) -> None:
+        """Listen to the engine, with what it said before the console attached."""
+        # Taking the engine's emit lock makes "copy what was said, then listen" atomic
+        # (no event lost or doubled). Engine wish: subscribe(fn, replay=True).
+        with self.engine._emit_lock:
+            earlier = list(self.engine.recent)
+            self.engine.subscribe(self._from_engine)
+        for event in earlier:
+            self.post_message(EngineEvent(event))
+
+    def _from_engine(self, event: BaseEvent) -> None:
+        """Called by the engine in whatever thread emitted: capture, then post."""
+        inputs = None
+        if isinstance(event, DecisionEvent):
+            snap = self.engine.last_snapshot
+            d = event.record.decision
+            if snap is not None and snap.ts == d.created_at:
+                inputs = snap.symbols.get(d.symbol)
+        self.post_message(EngineEvent(event, inputs))
+
+    async def _start_engine(self) -> None:
+        try:
+            await self.engine.start(schedule=self.schedule)
+        except Exception as e:  # noqa: BLE001 - show it; the console stays up for the operator
+            log.exception("engine start failed")
+            self.notify(f"The engine did not start: {type(e).__name__}: {e}", severity="error", timeout=30)
+        finally:
+            self.started.set()
+        if self.freeze_gc:
+            self.call_after_refresh(self._gc.tick, time.monotonic())
+
+    async def _load_history(self) -> None:
+        """Recent decisions and live cooldowns from the state files (read in a thread)."""
+        store = self.engine.store
+
+        def read():
+            return store.decisions(limit=100), store.cooldowns()
+
+        try:
+            records, cooldowns = await asyncio.to_thread(read)
+        except Exception as e:  # noqa: BLE001
+            self.notify(f"History not loaded: {e}", severity="warning")
+            return
+        now = self.clock.now()
+        for rec in reversed(records):
+            if rec.decision.decision_id not in self.engine.pending:
+                self.decisions.decision(rec, None, now, from_store=True)
+        for c in cooldowns:
+            if c.symbol not in self.cooldowns.cooldowns:
+                self.cooldowns.started(c, now)
+        self._counts()
+
+    # --- engine events ---------------------------------------------------------
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        if not self._alive():
+            return
+        e = message.event
+        now = self.clock.now()
+        if isinstance(e, DecisionEvent):
+            self._decision(e, message.inputs, now)
+        elif isinstance(e, PositionsUpdated):
+            self.positions.show(e.positions, e.metas, now)
+            self._exit_requested &= set(self.positions.positions)
+        elif isinstance(e, PositionOpened):
+            # Marks, PnL and liquidation price follow with the next PositionsUpdated.
+            # Engine wish: publish the positions after an open, as after a force close.
+            self.positions.opened(e.meta, now)
+        elif isinstance(e, PositionClosed):
+            self.positions.remove(e.trade.symbol)
+            self._exit_requested.discard(e.trade.symbol)
+            self.notify(e.message, severity="information" if e.trade.pnl >= 0 else "warning")
+        elif isinstance(e, CooldownStarted):
+            self.cooldowns.started(e.cooldown, now)
+        elif isinstance(e, AccountUpdated):
+            self.status.equity = e.balance.equity
+            self.status.available = e.balance.available
+            self.status.realised = e.realised_today
+        elif isinstance(e, EngineState):
+            self._state(e)
+        elif isinstance(e, UsageUpdated):
+            budget = f"/{e.budget_usd:,.2f}" if e.budget_usd else ""
+            self.status.usage = "budget spent" if e.stopped else f"${e.day_cost_usd:,.2f}{budget} today"
+            self.status.usage_stopped = e.stopped
+        elif isinstance(e, LogEvent) and e.level == "error":
+            self.notify(e.message, severity="error", timeout=10)
+        self.log_panel.add(e)
+        self._counts()
+
+    def _decision(self, e: DecisionEvent, inputs: SymbolFeatures | None, now: float) -> None:
+        record = e.record
+        did = record.decision.decision_id
+        if inputs is not None:
+            self.inputs[did] = inputs
+            while len(self.inputs) > MAX_INPUTS:
+                self.inputs.popitem(last=False)
+        self.decisions.decision(record, e.expires_at, now)
+        d = record.decision
+        if record.status == "PENDING":
+            self.ring()
+            # One toast per burst: a cycle can queue several, and toasts must not bury the screen.
+            if time.monotonic() - self._approval_toast_at > APPROVAL_TOAST_SEC:
+                self._approval_toast_at = time.monotonic()
+                n = len(self.decisions.expires)
+                what = f"{d.symbol} {d.action.value} waits" if n == 1 else f"{n} decisions wait"
+                self.notify(f"{what} for you: y approve · n reject (Decisions, key 1)",
+                            title="Approval needed", severity="warning", timeout=APPROVAL_TOAST_SEC)
+        elif record.status == "FAILED":
+            self.notify(record.message, severity="error", timeout=10)
+        elif record.status == "EXECUTED" and self.engine.mode == "auto":
+            self.notify(record.message, title="AUTO")
+
+    def _state(self, e: EngineState) -> None:
+        s = self.status
+        s.mode = e.mode
+        s.venue = e.venue
+        s.paused = e.paused
+        s.degraded = e.degraded
+        if e.degraded and e.degraded != self._degraded:
+            self.ring()
+            self.notify(f"Trading stopped: {e.degraded}", title="DEGRADED", severity="error", timeout=30)
+        self._degraded = e.degraded
+
+    def ring(self) -> None:
+        """The terminal bell: for what needs the trader's eyes now."""
+        self.bells += 1
+        self.bell()
+
+    def _counts(self) -> None:
+        n_pending = len(self.decisions.expires)
+        n_pos = len(self.positions.positions)
+        n_cd = len(self.cooldowns.cooldowns)
+        self.status.pending = n_pending
+        self.status.positions = n_pos
+        for panel, n in (("decisions", n_pending), ("positions", n_pos), ("cooldowns", n_cd)):
+            label = self._tab_label(panel, n)
+            tab = self.tab_bar.get_tab(f"tab-{panel}")
+            if tab is not None and tab.label_text != label:
+                tab.label = label
+
+    @staticmethod
+    def _tab_label(panel: str, n: int) -> str:
+        key = PANELS.index(panel) + 1
+        return f"{key} {PANEL_TITLES[panel]} ({n})" if n else f"{key} {PANEL_TITLES[panel]}"
+
+    # --- the one timer -----------------------------------------------------------
+
+    def _alive(self) -> bool:
+        """False once the app is closing and its panels are being taken down (the timer
+        and the engine's events may still arrive then)."""
+        return all(w.is_attached for w in (self.status, self.decisions.pending, self.decisions.history,
+                                           self.positions.table, self.cooldowns.table, self.log_panel))
+
+    def _tick(self) -> None:
+        if not self._alive():
+            return
+        now = self.clock.now()
+        self.status.clock = f"{fmt.clock(now)} UTC"
+        nxt = self.engine.next_cycle_at
+        self.status.next_cycle = fmt.countdown(nxt - now) if nxt is not None else "—"
+        self.decisions.tick(now)
+        due = self.positions.tick(now)
+        self.cooldowns.tick(now)
+        self.log_panel.flush()
+        self._counts()
+        if self.freeze_gc:
+            self._gc.tick(time.monotonic())
+        # A countdown at zero: hand the exit to the engine now rather than at its next pass.
+        due = [s for s in due if s not in self._exit_requested]
+        if due:
+            self._exit_requested.update(due)
+            self.run_worker(self.engine.run_monitor(), group="monitor", exit_on_error=False)
+        self._expiry_requested &= set(self.decisions.expires)
+        expired = [d for d in self.decisions.expires
+                   if self.decisions.seconds_left(d) <= 0 and d not in self._expiry_requested]
+        if expired:
+            self._expiry_requested.update(expired)
+            self.run_worker(self.engine.expire_pending(), group="expiry", exit_on_error=False)
+
+    # --- commands ------------------------------------------------------------------
+
+    def command(self, command: Command, done: Callable[[str | None], None] | None = None,
+                toast: bool = True) -> None:
+        """Run an engine command off the key handler; its answer becomes a toast."""
+
+        async def run() -> None:
+            try:
+                answer: str | None = await self.engine.handle(command)
+            except Exception as e:  # noqa: BLE001 - report, never crash the console
+                log.exception("command %s failed", command.kind)
+                self.notify(f"{command.kind} failed: {type(e).__name__}: {e}", severity="error", timeout=10)
+                answer = None
+            else:
+                if toast and answer:
+                    self.notify(answer, severity=_severity(answer))
+            if done is not None:
+                done(answer)
+
+        self.run_worker(run(), group="commands", exit_on_error=False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The app's keys stay quiet while a dialog is open: it answers first.
+        if action in TRADING_ACTIONS and isinstance(self.screen, ModalScreen):
+            return False
+        return True
+
+    def action_mode(self) -> None:
+        if self.engine.mode == "auto":
+            self.command(SetMode(mode="approve"))  # the safe direction needs no confirmation
+            self.status.mode = "approve"
+            return
+        live = self.engine.venue.name == "live"
+        lines = ["The engine will execute every decision that passes the guardrails, without asking you."]
+        if live:
+            lines += ["", "This is the LIVE venue: real money."]
+        if self.decisions.expires:
+            lines += ["", f"{len(self.decisions.expires)} pending decision(s) still wait for your y / n."]
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.command(SetMode(mode="auto"))
+
+        self.push_screen(ConfirmScreen("Switch to AUTO?", lines, require="AUTO" if live else "", danger=live,
+                                       confirm="switch to AUTO"), answered)
+
+    def action_pause(self) -> None:
+        paused = not self.engine.paused
+        self.status.paused = paused
+        self.command(Pause(paused=paused))
+
+    def action_run_cycle(self) -> None:
+        self.notify("Running a decision cycle now…", timeout=3)
+        self.command(RunCycle(), toast=False)
+
+    def action_close_all(self) -> None:
+        held = sorted(self.positions.positions.values(), key=lambda p: p.symbol)
+        if held:
+            lines = [f"{p.symbol:<10} {p.side:<5} {fmt.qty(p.size):>10}  PnL {fmt.money(p.unrealised_pnl, True)}"
+                     for p in held[:8]]
+            if len(held) > 8:
+                lines.append(f"… and {len(held) - 8} more")
+            total = sum(p.unrealised_pnl for p in held)
+            lines += ["", f"PnL now {fmt.money(total, True)} USDT in all.",
+                      "Reduce-only market orders close them all; new entries are paused (p resumes)."]
+            title = f"Close ALL {len(held)} positions?"
+        else:
+            lines = ["No position is open.", "New entries will be paused (p resumes)."]
+            title = "Close all and pause?"
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                for p in held:
+                    self.positions.mark_closing(p.symbol)
+                self.status.paused = True
+                self.command(CloseAll(), done=lambda _: self._unmark_closing())
+
+        self.push_screen(ConfirmScreen(title, lines, danger=True, confirm="close all"), answered)
+
+    def _unmark_closing(self) -> None:
+        for sym in list(self.positions.closing):
+            self.positions.close_failed(sym)  # still there: the close did not happen
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.help_sections()))
+
+    def action_panel(self, panel: str) -> None:
+        self.show_panel(panel, focus=True)
+
+    async def action_quit(self) -> None:
+        n_pos = len(self.positions.positions)
+        n_pending = len(self.decisions.expires)
+        if not n_pos and not n_pending:
+            await self.shutdown()
+            return
+        lines = []
+        if n_pos:
+            lines += [f"{n_pos} position(s) stay OPEN on the venue, with their TP/SL.",
+                      "Time exits STOP while the console is down: nothing closes them at their time limit "
+                      "until scalpdesk runs again.",
+                      "(scalpdesk --headless keeps the exits running without the console.)"]
+        if n_pending:
+            lines += (["" ] if lines else []) + [f"{n_pending} pending decision(s) will not be executed."]
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.run_worker(self.shutdown(), exit_on_error=False)
+
+        self.push_screen(ConfirmScreen("Quit scalpdesk?", lines, confirm="quit"), answered)
+
+    async def shutdown(self) -> None:
+        await self._stop_engine()
+        self.exit(0)
+
+    async def _stop_engine(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            try:
+                await self.engine.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("engine stop failed")
+
+    async def on_unmount(self) -> None:
+        await self._stop_engine()
+
+    # --- messages from the panels ------------------------------------------------
+
+    def on_decisions_panel_approve(self, msg: DecisionsPanel.Approve) -> None:
+        d = msg.record.decision
+        did = d.decision_id
+        if msg.expires_at <= self.clock.now():
+            self.notify(f"{d.symbol} {d.action.value} has expired: it cannot be approved.", severity="warning")
+            self.command(Approve(decision_id=did), toast=False)  # the engine records it EXPIRED
+            return
+        self.decisions.mark_sending(did, "approving")
+        self.command(Approve(decision_id=did), done=lambda _: self.decisions.answer_failed(did))
+
+    def on_decisions_panel_reject(self, msg: DecisionsPanel.Reject) -> None:
+        did = msg.record.decision.decision_id
+        self.decisions.mark_sending(did, "rejecting")
+        self.command(Reject(decision_id=did), done=lambda _: self.decisions.answer_failed(did))
+
+    def on_decisions_panel_details(self, msg: DecisionsPanel.Details) -> None:
+        did = msg.record.decision.decision_id
+        left = None if msg.expires_at is None else msg.expires_at - self.clock.now()
+        self.push_screen(DecisionScreen(msg.record, self.inputs.get(did), left))
+
+    def on_positions_table_force_close(self, msg: PositionsTable.ForceClose) -> None:
+        sym = msg.symbol
+        p = self.positions.positions.get(sym)
+        if p is None or sym in self.positions.closing:
+            return
+        left = self.positions.seconds_left(sym)
+        lines = [
+            f"{p.side.upper()} {fmt.qty(p.size)} {sym} at {p.leverage:g}x",
+            f"entry {fmt.price(p.entry_price)} · mark {fmt.price(p.mark_price)}",
+            f"PnL now {fmt.money(p.unrealised_pnl, True)} USDT (ROI {fmt.pct(p.roi_pct)})",
+            f"time exit in {fmt.countdown(left)}" if left is not None else "no time limit known",
+            "",
+            f"A reduce-only market order closes the whole position; a cooldown then starts for {sym}.",
+        ]
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.positions.mark_closing(sym)
+                self.command(ForceClose(symbol=sym), done=lambda _: self._after_close(sym))
+
+        self.push_screen(ConfirmScreen(f"Force close {sym}?", lines, danger=True, confirm="close it"), answered)
+
+    def _after_close(self, symbol: str) -> None:
+        if symbol in self.positions.positions:
+            self.positions.close_failed(symbol)
+
+    # --- panels (tabs when the terminal is small) -----------------------------------
+
+    @on(Tabs.TabActivated, "#tabs")
+    def _tab_activated(self, event: Tabs.TabActivated) -> None:
+        panel = str(event.tab.id).removeprefix("tab-")
+        self.show_panel(panel, focus=not isinstance(self.focused, Tabs))
+
+    def show_panel(self, panel: str, focus: bool = False) -> None:
+        if panel != self.current_panel:
+            self.current_panel = panel
+            for p, widget in self.panels.items():
+                widget.set_class(p == panel, "-current")
+            tabs = self.tab_bar
+            if tabs.active != f"tab-{panel}":
+                tabs.active = f"tab-{panel}"
+        if focus:
+            self.focus_target(panel).focus()
+
+    def focus_target(self, panel: str) -> Widget:
+        if panel == "decisions":
+            d = self.decisions
+            return d.pending if d.expires or not d.history.row_count else d.history
+        if panel == "positions":
+            return self.positions.table
+        if panel == "cooldowns":
+            return self.cooldowns.table
+        return self.log_panel
+
+    def on_descendant_focus(self, event) -> None:
+        """Tab moved focus into another panel: in the tabbed layout, show it."""
+        node = event.widget
+        while node is not None and node is not self.screen:
+            if node.id in PANELS:
+                if node.id != self.current_panel:
+                    self.show_panel(node.id)
+                return
+            node = node.parent
+
+    # --- help --------------------------------------------------------------------
+
+    def help_sections(self) -> list[Section]:
+        return [
+            ("Anywhere", binding_rows(self.BINDINGS) + [("Tab, Shift+Tab", "Move between the panels")]),
+            ("Decisions (pending first)", binding_rows(DecisionsPanel.BINDINGS) + binding_rows(PendingTable.BINDINGS)
+             + [("↑ ↓", "Move between decisions")]),
+            ("Decision history", binding_rows(HistoryTable.BINDINGS)),
+            ("Positions", binding_rows(PositionsTable.BINDINGS) + [("↑ ↓ ← →", "Move, scroll the columns")]),
+            ("Log", [("↑ ↓ PgUp PgDn", "Scroll; Home and End jump (the newest line is at the bottom)")]),
+            ("Dialogs", [("y, Enter", "Confirm"), ("n, Esc", "Cancel"),
+                         ("AUTO + Enter", "Confirm AUTO on a live venue (typed)")]),
+        ]
+
+
+class GcPolicy:
+    """Keep Python's full collections short so a key never waits on one.
+
+    A full collection walks every tracked object: with Textual's caches, the log and a
+    hundred positions that is ~60 ms, and it landed on a key press now and then (p99
+    ~130 ms in bench/bench_console.py). Objects that have lived a minute mostly live on,
+    so they are frozen (moved out of the collector's sight) every minute; once an hour
+    they are thawed for one full collection, so cycles that died meanwhile are freed.
+    """
+
+    FREEZE_SEC = 60.0
+    THAW_SEC = 3600.0
+
+    def __init__(self) -> None:
+        self.frozen_at: float | None = None
+        self.thawed_at = 0.0
+
+    def tick(self, now: float) -> None:
+        if self.frozen_at is not None and now - self.frozen_at < self.FREEZE_SEC:
+            return
+        if self.frozen_at is not None and now - self.thawed_at >= self.THAW_SEC:
+            gc.unfreeze()
+            gc.collect()
+            self.thawed_at = now
+        gc.freeze()
+        self.frozen_at = now
+        if not self.thawed_at:
+            self.thawed_at = now
+
+
+def _severity(answer: str) -> str:
+    low = answer.lower()
+    if "failed" in low:
+        return "error"
+    if "expired" in low or "blocked" in low or "not pending" in low or "nothing to close" in low:
+        return "warning"
+    return "information"
+
+
+def run_console(settings: Settings) -> int:
+    """`scalpdesk`: build the engine, run the console, release the state files on exit."""
+    from engine.factory import build_engine
+
+    engine = build_engine(settings)
+    try:
+        app = ScalpDeskApp(engine, freeze_gc=True)
+        code = app.run()
+    finally:
+        engine.store.close()
+    return code or 0

@@ -1,0 +1,385 @@
+"""What the console costs, measured in real terminals (ptys of 160x48), beside a bare
+Textual app that shows one ticking clock, in the same run:
+
+1. CPU over the run (default 60 s) with 100 open positions ticking, 10 log lines a
+   second and a decision cycle every 5 s; as a ratio to the bare app and as a percent
+   of one core. The same load without the console (the engine alone) is measured
+   after it, so the console's own share shows. Bytes written to the terminal per
+   second are counted too (that is what goes over SSH).
+2. Time from start to the first full frame: `scalpdesk` on the simulated market
+   against the bare app (median of several starts, Python start-up included).
+3. Key-to-screen time of force close's confirmation under that load: c pressed on
+   the positions panel until the dialog's text has been written to the terminal.
+
+    python bench/bench_console.py [--seconds 60] [--samples 100] [--starts 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import pty
+import re
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COLS, ROWS = 160, 48
+POSITIONS = int(os.environ.get("BENCH_POSITIONS", 100))
+LOG_LINES_PER_SEC = float(os.environ.get("BENCH_LOG_RATE", 10))
+DECISION_INTERVAL_SEC = int(os.environ.get("BENCH_DECISION_SEC", 5))
+MONITOR_INTERVAL_SEC = int(os.environ.get("BENCH_MONITOR_SEC", 5))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- the children ------------------------------------------------------------------
+
+
+def bare_app() -> None:
+    """The reference: a bare Textual app with one label that ticks every second."""
+    from textual.app import App
+    from textual.widgets import Label
+
+    class Clock(App):
+        def compose(self):
+            yield Label(id="clock")
+
+        def on_mount(self) -> None:
+            self.tick()
+            self.set_interval(1.0, self.tick)
+
+        def tick(self) -> None:
+            self.query_one(Label).update(time.strftime("%H:%M:%S UTC", time.gmtime()))
+
+    Clock().run()
+
+
+def loaded_engine(state_dir: Path):
+    """An engine on the simulated market with 100 open positions, a decision cycle every
+    5 s (rule decider, APPROVE mode) and a monitor pass every 5 s."""
+    from engine.clock import SystemClock
+    from engine.config import load_settings
+    from engine.deciders.rules import RuleDecider
+    from engine.engine import Engine
+    from engine.models import Action, Decision, OrderPlan, Review, Verdict
+    from engine.store import StateStore
+    from engine.venues.paper import PaperVenue
+    from engine.venues.simfeed import SimFeed
+
+    clock = SystemClock()
+    settings = load_settings(
+        state_dir=state_dir,
+        decision_interval_sec=DECISION_INTERVAL_SEC,
+        monitor_interval_sec=MONITOR_INTERVAL_SEC,
+        paper_equity=1_000_000.0,
+    )
+    extra = [f"B{i:03d}USDT" for i in range(POSITIONS)]
+    feed = SimFeed([*settings.symbols, *extra], seed=settings.sim_seed, start=clock.now())
+    venue = PaperVenue(feed, clock, equity=settings.paper_equity, name="sim")
+    store = StateStore(state_dir)
+    engine = Engine(settings, store, venue, RuleDecider(), clock)
+    for i, sym in enumerate(extra):
+        px = venue.ticker(sym).last
+        side = "long" if i % 2 else "short"
+        qty = max(round(1000 / px, 2), 0.01)
+        sign = 1 if side == "long" else -1
+        d = Decision(symbol=sym, action=Action.OPEN_LONG if side == "long" else Action.OPEN_SHORT,
+                     confidence=0.8, time_in_trade_limit_sec=1800 + 15 * i, rationale="bench")
+        plan = OrderPlan(symbol=sym, side=side, qty=qty, price=px, leverage=5,
+                         take_profit=round(px * (1 + sign * 0.05), 2), stop_loss=round(px * (1 - sign * 0.05), 2),
+                         margin=qty * px / 5, notional=qty * px)
+        engine.executor.open(Review(verdict=Verdict.EXECUTE, decision=d, order=plan))
+    return engine
+
+
+def log_lines(engine, stop: threading.Event) -> None:
+    """10 operator log lines a second, emitted from a worker thread as the engine's are."""
+    from engine.events import LogEvent
+
+    i = 0
+    period = 1.0 / LOG_LINES_PER_SEC if LOG_LINES_PER_SEC else 1.0
+    nxt = time.monotonic()
+    while LOG_LINES_PER_SEC and not stop.is_set():
+        i += 1
+        level = "warning" if i % 10 == 0 else "info"
+        engine.emit(LogEvent(ts=engine.clock.now(), level=level, code="BENCH",
+                             message=f"bench line {i}: ORDER B{i % POSITIONS:03d}USDT side=buy qty=0.42 TP=101.2 SL=98.7"))
+        nxt += period
+        time.sleep(max(0.0, nxt - time.monotonic()))
+
+
+def console_app(state_dir: Path) -> None:
+    from app.console import ScalpDeskApp
+
+    engine = loaded_engine(state_dir)
+    stop = threading.Event()
+    threading.Thread(target=log_lines, args=(engine, stop), daemon=True).start()
+    try:
+        ScalpDeskApp(engine, freeze_gc=not os.environ.get("BENCH_NO_FREEZE")).run()  # as run_console does
+    finally:
+        stop.set()
+        engine.store.close()
+
+
+def engine_alone(state_dir: Path) -> None:
+    """The same load with no console: what the engine itself costs."""
+    import asyncio
+
+    engine = loaded_engine(state_dir)
+    engine.subscribe(lambda e: None)
+    stop = threading.Event()
+    threading.Thread(target=log_lines, args=(engine, stop), daemon=True).start()
+
+    async def run() -> None:
+        await engine.start()
+        print("ENGINE STARTED", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    finally:
+        stop.set()
+        engine.store.close()
+
+
+# --- the parent: ptys, CPU, bytes, latency ---------------------------------------------
+
+
+class Term:
+    """A child process on its own pty of 160x48, its output drained and timestamped."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        child_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        child_env.update({"TERM": "xterm-256color", "COLORTERM": "truecolor", "PYTHONPATH": str(REPO)})
+        child_env.update(env or {})
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=child_env,
+                                     cwd=REPO, start_new_session=True, close_fds=True)
+        os.close(slave)
+        self.master = master
+        self.lock = threading.Lock()
+        self.buffer = bytearray()
+        self.total = 0
+        self.waiters: list[tuple[bytes, int, threading.Event, list[float]]] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            now = time.monotonic()
+            with self.lock:
+                self.buffer += chunk
+                self.total += len(chunk)
+                if len(self.buffer) > 4_000_000:
+                    del self.buffer[:2_000_000]
+                    self.waiters = [(m, max(0, s - 2_000_000), e, t) for m, s, e, t in self.waiters]
+                for marker, start, event, when in self.waiters:
+                    if not event.is_set() and marker in self.buffer[start:]:
+                        when.append(now)
+                        event.set()
+
+    def expect(self, marker: bytes, timeout: float, since_now: bool = True) -> float | None:
+        """Monotonic time at which `marker` was written (after now), or None."""
+        event = threading.Event()
+        when: list[float] = []
+        with self.lock:
+            start = max(0, len(self.buffer) - len(marker)) if since_now else 0
+            if not since_now and marker in self.buffer:
+                return time.monotonic()
+            self.waiters.append((marker, start, event, when))
+        event.wait(timeout)
+        return when[0] if when else None
+
+    def send(self, data: bytes) -> float:
+        t = time.monotonic()
+        os.write(self.master, data)
+        return t
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the process (all its threads), from /proc."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def text(self) -> str:
+        with self.lock:
+            raw = bytes(self.buffer[-200_000:])
+        return re.sub(r"\x1b\[[0-9;?<>=]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1b[=>]", "", raw.decode("utf-8", "replace"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+
+def me(*args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), *args]
+
+
+def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
+    console = Term(me("--child", "console", "--state", str(tmp / "console")))
+    bare = Term(me("--child", "bare"))
+    try:
+        if console.expect(b"Quit", 120, since_now=False) is None:
+            raise SystemExit(f"the console did not start:\n{console.text()[-3000:]}")
+        if bare.expect(b"UTC", 30, since_now=False) is None:
+            raise SystemExit(f"the bare app did not start:\n{bare.text()[-2000:]}")
+        if console.expect(b"B099USDT", 60, since_now=False) is None:  # the 100 positions are on screen
+            raise SystemExit("the positions never showed")
+        time.sleep(3)  # let start-up settle
+        c0, b0, cb0, bb0, t0 = console.cpu_seconds(), bare.cpu_seconds(), console.total, bare.total, time.monotonic()
+        time.sleep(seconds)
+        c1, b1, cb1, bb1, t1 = console.cpu_seconds(), bare.cpu_seconds(), console.total, bare.total, time.monotonic()
+        wall = t1 - t0
+        out = {
+            "wall": wall,
+            "console_cpu_pct": (c1 - c0) / wall * 100,
+            "bare_cpu_pct": (b1 - b0) / wall * 100,
+            "console_bytes_per_sec": (cb1 - cb0) / wall,
+            "bare_bytes_per_sec": (bb1 - bb0) / wall,
+            "console_pid": console.proc.pid,
+        }
+        out.update(latency_phase(console))
+        return out
+    finally:
+        console.stop()
+        bare.stop()
+
+
+def latency_phase(console: Term, samples: int | None = None) -> dict[str, float]:
+    """c on the positions panel until the confirmation's text reaches the terminal; n cancels."""
+    samples = samples or ARGS.samples
+    console.send(b"2")  # the positions panel
+    time.sleep(0.5)
+    lat: list[float] = []
+    misses = 0
+    for _ in range(samples):
+        t = console.send(b"c")
+        seen = console.expect(b"reduce-only market order", 5)
+        if seen is None:
+            misses += 1
+        else:
+            lat.append((seen - t) * 1000)
+        time.sleep(0.05)
+        console.send(b"n")
+        time.sleep(float(os.environ.get("BENCH_GAP", 0.25)))
+    lat.sort()
+    if os.environ.get("BENCH_VERBOSE"):
+        print("latencies ms:", " ".join(f"{x:.0f}" for x in lat), flush=True)
+    return {
+        "latency_samples": len(lat),
+        "latency_misses": misses,
+        "latency_p50_ms": statistics.median(lat) if lat else float("nan"),
+        "latency_p99_ms": lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))] if lat else float("nan"),
+        "latency_max_ms": lat[-1] if lat else float("nan"),
+    }
+
+
+def engine_phase(seconds: float, tmp: Path) -> float:
+    eng = Term(me("--child", "engine", "--state", str(tmp / "engine")))
+    try:
+        if eng.expect(b"ENGINE STARTED", 120, since_now=False) is None:
+            raise SystemExit(f"the engine did not start:\n{eng.text()[-3000:]}")
+        time.sleep(3)
+        c0, t0 = eng.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        return (eng.cpu_seconds() - c0) / (time.monotonic() - t0) * 100
+    finally:
+        eng.stop()
+
+
+def startup_phase(starts: int, tmp: Path) -> dict[str, float]:
+    """Spawn to the first full frame (status bar and footer written), median of `starts`."""
+    scalpdesk = [sys.executable, "-m", "app.cli"]
+    console_times, bare_times = [], []
+    for i in range(starts):
+        state = tmp / f"start-{i}"
+        env = {"SCALPDESK_STATE_DIR": str(state), "XDG_CONFIG_HOME": str(tmp / "config")}
+        term = Term(scalpdesk, env)
+        seen = term.expect(b"Quit", 60, since_now=False)
+        status = term.expect(b"UTC", 5, since_now=False)
+        if seen is None or status is None:
+            raise SystemExit(f"scalpdesk did not draw:\n{term.text()[-3000:]}")
+        console_times.append(max(seen, status) - term.t0)
+        term.stop()
+        term = Term(me("--child", "bare"))
+        seen = term.expect(b"UTC", 30, since_now=False)
+        if seen is None:
+            raise SystemExit("the bare app did not draw")
+        bare_times.append(seen - term.t0)
+        term.stop()
+    return {"console_start_s": statistics.median(console_times), "bare_start_s": statistics.median(bare_times)}
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="scalpdesk-bench-"))
+    try:
+        print(f"bench_console: {POSITIONS} positions ticking, {LOG_LINES_PER_SEC} log lines/s, a decision cycle "
+              f"every {DECISION_INTERVAL_SEC} s, monitor every {MONITOR_INTERVAL_SEC} s; ptys of {COLS}x{ROWS}; "
+              f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}", flush=True)
+        s = startup_phase(ARGS.starts, tmp)
+        print(f"start to first full frame: scalpdesk {s['console_start_s'] * 1000:.0f} ms, bare app "
+              f"{s['bare_start_s'] * 1000:.0f} ms, ratio {s['console_start_s'] / s['bare_start_s']:.2f} "
+              f"(median of {ARGS.starts})", flush=True)
+        r = cpu_phase(ARGS.seconds, tmp)
+        ratio = r["console_cpu_pct"] / r["bare_cpu_pct"] if r["bare_cpu_pct"] else float("inf")
+        print(f"CPU over {r['wall']:.0f} s: console {r['console_cpu_pct']:.1f}% of one core, bare app "
+              f"{r['bare_cpu_pct']:.2f}%, ratio {ratio:.1f}", flush=True)
+        print(f"terminal output: console {r['console_bytes_per_sec'] / 1024:.1f} KiB/s, bare app "
+              f"{r['bare_bytes_per_sec'] / 1024:.2f} KiB/s", flush=True)
+        print(f"force close confirmation, key to screen under load: p50 {r['latency_p50_ms']:.1f} ms, "
+              f"p99 {r['latency_p99_ms']:.1f} ms, max {r['latency_max_ms']:.1f} ms "
+              f"({r['latency_samples']} samples, {r['latency_misses']} missed)", flush=True)
+        if not ARGS.no_engine:
+            e = engine_phase(ARGS.seconds, tmp)
+            print(f"the same load without the console (engine alone): {e:.1f}% of one core; the console's own "
+                  f"share ≈ {r['console_cpu_pct'] - e:.1f}%", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--starts", type=int, default=5)
+    p.add_argument("--no-engine", action="store_true", help="skip the engine-alone measurement")
+    p.add_argument("--child", choices=["bare", "console", "engine"])
+    p.add_argument("--state", type=Path)
+    ARGS = p.parse_args()
+    sys.path.insert(0, str(REPO))
+    if ARGS.child == "bare":
+        bare_app()
+    elif ARGS.child == "console":
+        console_app(ARGS.state)
+    elif ARGS.child == "engine":
+        engine_alone(ARGS.state)
+    else:
+        main()

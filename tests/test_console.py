@@ -1,0 +1,544 @@
+"""The console's flows, driven with Textual's Pilot over a real engine on the seeded
+simulated market (ManualClock, scripted decider, no scheduler)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from textual.widgets import Input
+
+import app.console as console
+from app.console import ScalpDeskApp, find_styles
+from app.screens import ConfirmScreen, DecisionScreen, HelpScreen
+from engine.events import LogEvent, UsageUpdated
+from engine.models import Action, CloseReason
+from tests.rig import plan
+from tests.test_console_scenes import decision, scene_rig, settle, started
+
+WIDE = (160, 48)
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = scene_rig(tmp_path / "state")
+    yield r
+    r.store.close()
+
+
+@pytest.fixture
+def live_rig(tmp_path):
+    r = scene_rig(tmp_path / "state", venue_name="live")
+    yield r
+    r.store.close()
+
+
+def toasts(app: ScalpDeskApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def open_position(rig, symbol: str, **over) -> None:
+    """A position opened through the executor (as an approved decision would be)."""
+    rig.engine.executor.open(plan(rig, decision(symbol, **over)))
+
+
+def cell(app: ScalpDeskApp, table, key: str, col: str) -> str:
+    return table.get_cell(key, col).plain
+
+
+async def propose(pilot, rig, *decisions) -> list[str]:
+    """Queue decisions and press r: the engine runs a cycle; returns the pending ids."""
+    rig.decider.push(*decisions)
+    await pilot.press("r")
+    await settle(pilot)
+    return pilot.app.decisions.pending_ids
+
+
+# --- approve, reject, expiry ------------------------------------------------------------
+
+
+async def test_approve_executes_an_order(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        [did] = await propose(pilot, rig, decision("BTCUSDT"))
+        assert app.bells == 1  # a new pending decision rings the terminal bell in APPROVE mode
+        assert any("waits for you" in t for t in toasts(app))
+        assert app.status.pending == 1 and rig.venue.positions() == []
+        assert cell(app, app.decisions.pending, did, "left") == "02:00"
+        await pilot.press("y")
+        await settle(pilot)
+        assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
+        assert app.decisions.pending_ids == []
+        assert cell(app, app.decisions.history, did, "outcome") == "EXECUTED"
+        assert app.positions.table.has("BTCUSDT") and app.status.positions == 1
+        assert any("BTCUSDT OPEN_LONG approved" in t for t in toasts(app))
+
+
+async def test_reject_never_executes(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        [did] = await propose(pilot, rig, decision("ETHUSDT"))
+        await pilot.press("n")
+        await settle(pilot)
+        assert rig.venue.positions() == [] and rig.engine.pending == {}
+        assert cell(app, app.decisions.history, did, "outcome") == "REJECTED by operator"
+        assert rig.store.decisions(limit=1)[0].status == "REJECTED"
+
+
+async def test_a_decision_expires_on_the_countdown_and_is_never_executed(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        [did] = await propose(pilot, rig, decision("SOLUSDT"))
+        rig.clock.advance(rig.settings.approval_timeout_sec - 20)
+        await pilot.pause(console.TICK_SEC * 2.5)
+        left = app.decisions.pending.get_cell(did, "left")
+        assert left.plain == "00:20" and left.style == app.decisions.pending.get_component_rich_style(
+            "decisions--urgent", partial=True)
+        rig.clock.advance(20)
+        # the one timer sees it at zero and hands the expiry to the engine
+        for _ in range(20):
+            await pilot.pause(console.TICK_SEC)
+            await settle(pilot)
+            if not app.decisions.pending_ids:
+                break
+        assert cell(app, app.decisions.history, did, "outcome") == "EXPIRED (not approved in time)"
+        assert rig.venue.positions() == []
+
+
+async def test_an_expired_decision_cannot_be_approved_and_the_console_says_so(rig, monkeypatch):
+    monkeypatch.setattr(console, "TICK_SEC", 3600.0)  # no tick: the row still shows when y is pressed
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        [did] = await propose(pilot, rig, decision("BTCUSDT"))
+        rig.clock.advance(rig.settings.approval_timeout_sec + 1)
+        await pilot.press("y")
+        assert any("has expired: it cannot be approved" in t for t in toasts(app))
+        await settle(pilot)
+        assert rig.venue.positions() == []
+        assert cell(app, app.decisions.history, did, "outcome").startswith("EXPIRED")
+        assert any("has expired and cannot be approved" in line for line in app.log_panel.plain_lines)
+
+
+async def test_the_detail_screen_shows_rationale_clamps_inputs_and_audit(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        await propose(pilot, rig, decision("XRPUSDT", leverage=25, size_pct=40, rationale="breakout above the 15m range"))
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, DecisionScreen)
+        text = "\n".join(f"{t}\n{b}" for t, b in screen.sections())
+        assert "breakout above the 15m range" in text
+        assert "leverage: 25 → 10" in text  # the clamp, with its reason
+        assert "Inputs it saw" in text and "RSI(14)" in text  # the market the decider saw
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DecisionScreen)
+
+
+# --- force close, close all -------------------------------------------------------------
+
+
+async def test_force_close_asks_then_closes_journals_and_starts_a_cooldown(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        open_position(rig, "BTCUSDT")
+        open_position(rig, "ETHUSDT", action=Action.OPEN_SHORT)
+        await rig.engine.run_monitor()
+        await settle(pilot)
+        app.positions.table.focus()
+        await pilot.press("down")  # ETHUSDT
+        await pilot.press("c")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        body = "\n".join(dialog.lines)
+        eth = next(p for p in rig.venue.positions() if p.symbol == "ETHUSDT")
+        assert dialog.title_text == "Force close ETHUSDT?"
+        assert f"SHORT {eth.size:g} ETHUSDT" in body and "PnL now" in body
+        await pilot.press("n")  # cancel: nothing happens
+        await settle(pilot)
+        assert {p.symbol for p in rig.venue.positions()} == {"BTCUSDT", "ETHUSDT"}
+        real = rig.venue.place_order
+        rig.venue.place_order = lambda order: (time.sleep(0.5), real(order))[1]  # a venue that takes its time
+        await pilot.press("c")
+        await pilot.press("y")
+        assert app.positions.table.get_cell("ETHUSDT", "exit").plain == "closing"  # at once, before the venue answers
+        await settle(pilot)
+        assert {p.symbol for p in rig.venue.positions()} == {"BTCUSDT"}
+        assert rig.store.trades()[0].reason is CloseReason.FORCE_CLOSE
+        assert not app.positions.table.has("ETHUSDT")
+        assert app.cooldowns.table.has("ETHUSDT")
+        assert cell(app, app.cooldowns.table, "ETHUSDT", "reason") == "FORCE_CLOSE"
+        assert any("FORCE CLOSE requested for ETHUSDT" in line for line in app.log_panel.plain_lines)
+
+
+async def test_close_all_closes_everything_and_pauses_entries(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        for sym in ("BTCUSDT", "SOLUSDT"):
+            open_position(rig, sym)
+        await rig.engine.run_monitor()
+        await settle(pilot)
+        await pilot.press("X")
+        assert isinstance(app.screen, ConfirmScreen) and "Close ALL 2 positions?" == app.screen.title_text
+        await pilot.press("y")
+        await settle(pilot)
+        assert rig.venue.positions() == [] and rig.engine.paused
+        assert app.status.paused and app.positions.positions == {}
+        assert {r.reason for r in rig.store.trades()} == {CloseReason.FORCE_CLOSE}
+        assert set(app.cooldowns.cooldowns) == {"BTCUSDT", "SOLUSDT"}
+
+
+# --- mode, pause, cycle -----------------------------------------------------------------
+
+
+async def test_auto_needs_a_confirmation_and_approve_needs_none(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        await pilot.press("a")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await settle(pilot)
+        assert rig.engine.mode == "approve"
+        await pilot.press("a", "y")
+        await settle(pilot)
+        assert rig.engine.mode == "auto" and app.status.mode == "auto"
+        assert app.query_one("#st-mode").has_class("-auto")
+        await pilot.press("a")  # back to APPROVE: the safe way needs no confirmation
+        assert not isinstance(app.screen, ConfirmScreen)
+        await settle(pilot)
+        assert rig.engine.mode == "approve"
+
+
+async def test_auto_on_a_live_venue_needs_the_word_typed(live_rig):
+    rig = live_rig
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        assert app.query_one("#st-venue").has_class("-live")
+        await pilot.press("a")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen) and dialog.require == "AUTO"
+        await pilot.press("y", "enter")  # y types a letter, Enter checks it: not AUTO
+        await settle(pilot)
+        assert rig.engine.mode == "approve" and app.screen is dialog
+        assert "not AUTO" in str(dialog.query_one("#dialog-error").render())
+        await pilot.press(*"auto", "enter")  # the word, in capitals
+        await settle(pilot)
+        assert rig.engine.mode == "approve" and app.screen is dialog
+        await pilot.press(*"AUTO", "enter")
+        await settle(pilot)
+        assert rig.engine.mode == "auto" and not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_pause_blocks_entries_but_not_exits(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        open_position(rig, "BTCUSDT", time_in_trade_limit_sec=1200)
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        assert rig.engine.paused and app.query_one("#st-state").has_class("-paused")
+        rig.decider.push(decision("ETHUSDT"))
+        await pilot.press("r")
+        await settle(pilot)
+        [rec] = [r for r in app.decisions.records.values() if r.decision.symbol == "ETHUSDT"]
+        assert rec.status == "BLOCKED" and "PAUSED" in rec.review.reasons
+        rig.clock.advance(1200)
+        for _ in range(20):  # the countdown hits zero: the time exit runs, paused or not
+            await pilot.pause(console.TICK_SEC)
+            await settle(pilot)
+            if not rig.venue.positions():
+                break
+        assert rig.venue.positions() == [] and rig.store.trades()[0].reason is CloseReason.TIME_EXIT
+        await pilot.press("p")
+        await settle(pilot)
+        assert not rig.engine.paused and app.query_one("#st-state").has_class("-running")
+
+
+async def test_the_countdown_ticks_turns_urgent_and_the_time_exit_shows(rig, monkeypatch):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        open_position(rig, "SOLUSDT", time_in_trade_limit_sec=1200)
+        await settle(pilot)
+        table = app.positions.table
+        style = lambda name: table.get_component_rich_style(f"positions--{name}", partial=True)  # noqa: E731
+        assert table.get_cell("SOLUSDT", "exit").plain == "20:00"
+        rig.clock.advance(1200 - 61)
+        app.positions.tick(rig.clock.now())
+        assert table.get_cell("SOLUSDT", "exit").plain == "01:01"
+        assert table.get_cell("SOLUSDT", "exit").style == style("countdown")
+        rig.clock.advance(2)
+        app.positions.tick(rig.clock.now())
+        assert table.get_cell("SOLUSDT", "exit").plain == "00:59"
+        assert table.get_cell("SOLUSDT", "exit").style == style("urgent")  # the last minute
+        rig.clock.advance(59)
+        app.positions.tick(rig.clock.now())
+        assert table.get_cell("SOLUSDT", "exit").plain == "EXIT"
+        for _ in range(20):
+            await pilot.pause(console.TICK_SEC)
+            await settle(pilot)
+            if not table.has("SOLUSDT"):
+                break
+        assert not table.has("SOLUSDT") and rig.venue.positions() == []
+        assert cell(app, app.cooldowns.table, "SOLUSDT", "reason") == "TIME_EXIT"
+        log = "\n".join(app.log_panel.plain_lines)
+        assert "TIME-BASED EXIT: SOLUSDT long - in trade for 1200s (limit: 1200s)" in log
+        assert "Position closed: SOLUSDT long TIME_EXIT" in log
+
+
+async def test_cooldowns_tick_and_disappear_when_over(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        open_position(rig, "BTCUSDT", cooldown_sec=300)
+        await rig.engine.force_close("BTCUSDT")
+        await settle(pilot)
+        assert cell(app, app.cooldowns.table, "BTCUSDT", "left") == "05:00"
+        rig.clock.advance(299.5)
+        app.cooldowns.tick(rig.clock.now())
+        assert cell(app, app.cooldowns.table, "BTCUSDT", "left") == "00:01"
+        rig.clock.advance(0.5)
+        await pilot.pause(console.TICK_SEC * 2.5)
+        assert not app.cooldowns.table.has("BTCUSDT") and app.cooldowns.has_class("-empty")
+
+
+# --- responsiveness ---------------------------------------------------------------------
+
+
+async def test_keys_answer_while_the_venue_and_the_ai_are_slow(rig):
+    """A blocking venue call and a slow decider run off the event loop: every key still
+    shows its effect at once."""
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        [did] = await propose(pilot, rig, decision("BTCUSDT"))
+        real = rig.venue.place_order
+
+        def slow_place(order):
+            time.sleep(1.5)  # pybit is blocking: this is what a slow venue looks like
+            return real(order)
+
+        rig.venue.place_order = slow_place
+        rig.decider.delay = 1.5
+        t0 = time.perf_counter()
+        await pilot.press("y")
+        assert cell(app, app.decisions.pending, did, "left") == "approving"
+        await pilot.press("r")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert time.perf_counter() - t0 < 1.0  # the order and the cycle are still in flight
+        await settle(pilot)
+        assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
+
+
+async def test_events_from_worker_threads_reach_the_panels(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+
+        def emit_from_a_thread():
+            rig.engine.emit(LogEvent(ts=rig.clock.now(), level="warning", message="from a worker thread"))
+            rig.engine.emit(UsageUpdated(ts=rig.clock.now(), model="gpt-4.1-mini", day_cost_usd=0.42, budget_usd=5.0))
+
+        await asyncio.to_thread(emit_from_a_thread)
+        await settle(pilot)
+        assert "from a worker thread" in app.log_panel.plain_lines[-1]
+        assert app.status.usage == "$0.42/5.00 today"
+
+
+async def test_a_degraded_engine_shows_its_reason_and_rings(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        rig.engine._degrade("venue refused the keys: 10003 API key is invalid")
+        await settle(pilot)
+        state = app.query_one("#st-state")
+        assert state.has_class("-degraded") and "DEGRADED" in str(state.render())
+        alert = app.query_one("#st-alert")  # the reason in full, on its own line
+        assert alert.display and "venue refused the keys: 10003 API key is invalid" in str(alert.render())
+        assert app.bells == 1 and any("Trading stopped" in t for t in toasts(app))
+
+
+# --- quitting, help, layout -------------------------------------------------------------
+
+
+async def test_quit_with_positions_open_warns_they_stay_open(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        open_position(rig, "BTCUSDT")
+        await settle(pilot)
+        await pilot.press("q")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        body = " ".join(dialog.lines)
+        assert "stay OPEN on the venue, with their TP/SL" in body and "Time exits STOP" in body
+        await pilot.press("n")
+        assert app.is_running
+        await pilot.press("q", "y")
+        await settle(pilot)
+    assert app.return_code == 0 and app.stopped
+    assert rig.engine.recent[-1].code == "STOP"
+    assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]  # left open on the venue
+
+
+async def test_quit_with_nothing_open_needs_no_confirmation(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        await pilot.press("q")
+        await settle(pilot)
+    assert app.return_code == 0
+
+
+async def test_the_panels_keep_ticking_under_a_dialog(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        open_position(rig, "BTCUSDT", time_in_trade_limit_sec=1800)
+        await settle(pilot)
+        await pilot.press("question_mark")
+        rig.clock.advance(60)
+        rig.engine.emit(LogEvent(ts=rig.clock.now(), level="info", message="while the help is open"))
+        await pilot.pause(console.TICK_SEC * 3)
+        assert isinstance(app.screen, HelpScreen)
+        assert app.positions.table.get_cell("BTCUSDT", "exit").plain == "29:00"
+        assert app.status.clock == "00:01:00 UTC"
+        assert app.log_panel.plain_lines[-1].endswith("while the help is open")
+        await pilot.press("escape")
+
+
+async def test_help_lists_every_key(rig):
+    from widgets.decisions import DecisionsPanel, HistoryTable, PendingTable
+    from widgets.positions import PositionsTable
+
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        listed = {k for _, rows in app.screen.sections for keys, _ in rows for k in keys.split(", ")}
+        for cls in (ScalpDeskApp, DecisionsPanel, PendingTable, HistoryTable, PositionsTable):
+            for b in cls.BINDINGS:
+                name = {"question_mark": "?", "enter": "Enter", "ctrl+q": "Ctrl+Q"}.get(b.key, b.key)
+                assert name in listed, f"{cls.__name__}: {b.key} missing from the help"
+        await pilot.press("a")  # the app's keys wait while a dialog is open
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_small_terminal_shows_one_panel_at_a_time(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        assert app.screen.has_class("-narrow")
+        shown = lambda: [p for p in console.PANELS if app.query_one(f"#{p}").display]  # noqa: E731
+        assert shown() == ["decisions"]
+        await pilot.press("2")
+        assert shown() == ["positions"] and app.focused is app.query_one("#positions-table")
+        await pilot.press("4")
+        assert shown() == ["log"]
+        await pilot.press("tab")  # Tab moves on; the panel it reaches is shown
+        await pilot.press("1")
+        assert shown() == ["decisions"]
+        await pilot.resize_terminal(160, 48)
+        await settle(pilot)
+        assert shown() == list(console.PANELS)  # all at once when there is room
+
+
+async def test_history_from_the_state_files_shows_at_start(tmp_path):
+    first = scene_rig(tmp_path / "state")
+    await first.engine.start(schedule=False)
+    first.decider.push(decision("BTCUSDT"))
+    await first.engine.run_decision_cycle()
+    await first.engine.reject(next(iter(first.engine.pending)))
+    first.store.close()
+    rig = scene_rig(tmp_path / "state")
+    try:
+        app = ScalpDeskApp(rig.engine, schedule=False)
+        async with app.run_test(size=WIDE) as pilot:
+            await started(pilot)
+            outcomes = [cell(app, app.decisions.history, k, "outcome") for k in app.decisions.history.keys()]
+            assert outcomes == ["REJECTED by operator"]
+    finally:
+        rig.store.close()
+
+
+def test_styles_are_found_at_the_top_of_the_checkout():
+    from pathlib import Path
+
+    assert find_styles() == Path(console.__file__).resolve().parent.parent / "styles.tcss"
+
+
+async def test_the_log_is_bounded_and_keeps_the_newest_in_view():
+    from textual.app import App
+
+    from widgets.logs import LogPanel
+
+    class One(App):
+        CSS_PATH = str(find_styles())
+
+        def compose(self):
+            yield LogPanel(max_lines=50)
+
+    app = One()
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.query_one(LogPanel)
+        for i in range(500):
+            panel.add(LogEvent(ts=0, level="info", message=f"line {i}"))
+        await pilot.pause()
+        assert len(panel.history) == 50 and len(panel.lines) <= 50
+        assert panel.plain_lines[-1].endswith("line 499")
+        assert panel.is_vertical_scroll_end
+
+
+async def test_the_input_keeps_focus_in_the_typed_confirmation(live_rig):
+    app = ScalpDeskApp(live_rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        await pilot.press("a")
+        assert isinstance(app.focused, Input)
+
+
+# --- formatting (pure) ------------------------------------------------------------------
+
+
+def test_countdowns_and_durations_read_as_a_trader_expects():
+    from widgets import format as fmt
+
+    assert fmt.countdown(61) == "01:01" and fmt.countdown(59.2) == "01:00" and fmt.countdown(0.2) == "00:01"
+    assert fmt.countdown(0) == "00:00" and fmt.countdown(-5) == "00:00" and fmt.countdown(None) == "—"
+    assert fmt.countdown(3725) == "1:02:05"
+    assert fmt.duration(1800) == "30m" and fmt.duration(3600) == "1h" and fmt.duration(90) == "90s"
+    assert fmt.money(1234.5) == "1,234.50" and fmt.money(-3.2, signed=True) == "-3.20"
+    assert fmt.price(97654.12) == "97,654.1" and fmt.price(234.881) == "234.88" and fmt.price(0.123456) == "0.12346"
+
+
+def test_outcomes_name_the_verdict_and_the_reason():
+    from engine.models import DecisionRecord, Review, Verdict
+    from widgets import format as fmt
+
+    d = decision("BTCUSDT", Action.REVERSE)
+    converted = Review(verdict=Verdict.CONVERTED, reasons=["REVERSE_DISABLED"],
+                       decision=d.model_copy(update={"action": Action.CLOSE}))
+    rec = DecisionRecord(decision=d, review=converted, status="EXECUTED", recorded_at=0)
+    assert fmt.verdict(rec) == "CONVERTED: REVERSE→CLOSE"
+    assert fmt.outcome(rec) == "EXECUTED (CONVERTED: REVERSE→CLOSE)"
+    blocked = Review(verdict=Verdict.BLOCKED, reasons=["COOLDOWN"], decision=d)
+    assert fmt.outcome(rec.model_copy(update={"status": "BLOCKED", "review": blocked})) == "BLOCKED: COOLDOWN"
+    failed = rec.model_copy(update={"status": "FAILED", "message": "BTCUSDT OPEN_LONG FAILED: 110007 insufficient balance"})
+    assert fmt.outcome(failed) == "FAILED: 110007 insufficient balance" and fmt.outcome_kind(failed) == "bad"
+    assert fmt.outcome(rec.model_copy(update={"status": "REJECTED"})) == "REJECTED by operator"
+    assert fmt.outcome(rec.model_copy(update={"status": "EXPIRED"})).startswith("EXPIRED")

@@ -1,0 +1,90 @@
+"""The log panel: every engine event an operator should read, one line each,
+levels coloured, bounded in memory, newest at the bottom and kept in view."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from rich.text import Text
+from textual import events
+from textual.widgets import RichLog
+
+from engine.events import BaseEvent, EngineState
+from widgets import format as fmt
+
+LEVEL_LABEL = {"debug": "DEBUG", "info": "INFO ", "warning": "WARN ", "error": "ERROR"}
+MAX_LINES = 2000
+
+
+def loggable(event: BaseEvent) -> bool:
+    """Debug events (positions, account, HOLDs) and state snapshots are shown elsewhere."""
+    return bool(event.message) and event.level != "debug" and not isinstance(event, EngineState)
+
+
+class LogPanel(RichLog):
+    """A bounded RichLog fed with engine events."""
+
+    COMPONENT_CLASSES = {"log--time", "log--debug", "log--info", "log--warning", "log--error"}
+
+    def __init__(self, max_lines: int = MAX_LINES, **kwargs) -> None:
+        super().__init__(max_lines=max_lines, wrap=True, auto_scroll=True, min_width=20, **kwargs)
+        # The lines as Text, bounded like the log: they are wrapped again at a new width,
+        # and lines written while the panel was never shown (a hidden tab) wait here
+        # rather than in RichLog's unbounded queue of deferred writes.
+        self.history: deque[tuple[Text, Text]] = deque(maxlen=max_lines)
+        self._width = 0
+        self._unwritten = 0  # lines in history not yet on screen (see flush)
+
+    def on_mount(self) -> None:
+        self.border_title = "Log"
+
+    def on_resize(self, event: events.Resize) -> None:
+        width = self.scrollable_content_region.width
+        if width and width != self._width:
+            self._width = width
+            self.clear()
+            for head, body in self.history:
+                self.write(self._wrapped(head, body), width=width)
+            self._unwritten = 0
+
+    def parts(self, event: BaseEvent) -> tuple[Text, Text]:
+        """The line's head (time, level) and body (the message), styled by level."""
+        level = event.level
+        head = Text(end="")
+        head.append(fmt.clock(event.ts) + " ", style=self.get_component_rich_style("log--time", partial=True))
+        style = self.get_component_rich_style(f"log--{level}", partial=True)
+        head.append(LEVEL_LABEL.get(level, level.upper()) + " ", style=style)
+        body = Text(event.message, style=style if level in ("warning", "error") else "", end="")
+        return head, body
+
+    def _wrapped(self, head: Text, body: Text) -> Text:
+        """Head, then the message wrapped under itself (a hanging indent)."""
+        indent = head.cell_len
+        lines = body.wrap(self.app.console, max(self._width - indent, 10))
+        out = head.copy()
+        for i, line in enumerate(lines):
+            if i:
+                out.append("\n" + " " * indent)
+            out.append_text(line)
+        return out
+
+    def add(self, event: BaseEvent) -> None:
+        """Keep the line; it is written by the next flush."""
+        if not loggable(event):
+            return
+        self.history.append(self.parts(event))
+        self._unwritten = min(self._unwritten + 1, len(self.history))
+
+    def flush(self) -> None:
+        """Write the lines added since the last flush, in one repaint. The app calls this on
+        its timer tick: ten lines a second then scroll the log twice, not ten times."""
+        if not self._unwritten or not self._width:
+            return
+        for head, body in list(self.history)[-self._unwritten:]:
+            self.write(self._wrapped(head, body), width=self._width)
+        self._unwritten = 0
+
+    @property
+    def plain_lines(self) -> list[str]:
+        """The lines as plain text (tests; what an operator would copy)."""
+        return [head.plain + body.plain for head, body in self.history]

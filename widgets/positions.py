@@ -1,0 +1,210 @@
+"""Open positions, with a countdown to each one's time exit.
+
+The countdown is computed from the position's metadata (opened_at + limit − now)
+on every tick of the app's one timer; only cells whose text changed are repainted.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Label
+
+from engine.models import PositionMeta, VenuePosition
+from widgets import format as fmt
+from widgets.table import KeyedTable
+
+URGENT_SEC = 60  # the countdown changes colour in the last minute
+
+
+class PositionsTable(KeyedTable):
+    """One row per symbol; c asks to force close the position under the cursor."""
+
+    BINDINGS = [Binding("c", "force_close", "Force close", tooltip="Force close the position under the cursor (asks first)")]
+    COMPONENT_CLASSES = {
+        "positions--long",
+        "positions--short",
+        "positions--profit",
+        "positions--loss",
+        "positions--flat",
+        "positions--countdown",
+        "positions--urgent",
+        "positions--due",
+        "positions--closing",
+        "positions--armed",
+        "positions--muted",
+    }
+    # Fixed widths: the numbers change every pass, the columns must not jump. The
+    # countdown comes right after the symbol: Textual repaints a changed cell together
+    # with everything left of it in the widget, so a ticking column far right would
+    # resend the whole row every second.
+    COLUMNS = (
+        ("symbol", "Symbol", 10),
+        ("exit", "Exit in", 7),
+        ("side", "Side", 5),
+        ("pnl", "uPnL", 9),
+        ("roi", "ROI", 8),
+        ("size", "Size", 9),
+        ("lev", "Lev", 4),
+        ("entry", "Entry", 10),
+        ("mark", "Mark", 10),
+        ("liq", "Liq", 10),
+        ("tp", "TP", 10),
+        ("sl", "SL", 10),
+        ("trail", "Trail", 5),
+    )
+    RIGHT = {"size", "lev", "pnl", "roi", "exit", "entry", "mark", "liq", "tp", "sl"}
+
+    class ForceClose(Message):
+        """The operator asked to force close a position (confirmation comes next)."""
+
+        def __init__(self, symbol: str) -> None:
+            super().__init__()
+            self.symbol = symbol
+
+    def action_force_close(self) -> None:
+        key = self.cursor_key
+        if key is not None:
+            self.post_message(self.ForceClose(key))
+
+
+class PositionsPanel(Vertical):
+    """Renders what PositionsUpdated says, and ticks the countdowns."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.positions: dict[str, VenuePosition] = {}
+        self.metas: dict[str, PositionMeta] = {}
+        self.closing: set[str] = set()
+        self.now = 0.0
+
+    def compose(self):
+        self._table = PositionsTable(id="positions-table")
+        yield self._table
+        yield Label("No open positions.", classes="empty")
+
+    def on_mount(self) -> None:
+        self._counted()
+
+    @property
+    def table(self) -> PositionsTable:
+        return self._table
+
+    def _style(self, name: str):
+        return self.table.get_component_rich_style(f"positions--{name}", partial=True)
+
+    def _text(self, value: str, style: str | None = None, right: bool = False) -> Text:
+        return Text(value, style=self._style(style) if style else "", end="", justify="right" if right else None)
+
+    # --- feeding ---------------------------------------------------------------
+
+    def show(self, positions: list[VenuePosition], metas: list[PositionMeta], now: float) -> None:
+        """The venue's positions with the engine's metadata (a monitor pass)."""
+        self.now = now
+        self.metas = {m.symbol: m for m in metas}
+        fresh = {p.symbol: p for p in positions}
+        for sym in list(self.positions):
+            if sym not in fresh:
+                self.remove(sym)
+        for sym in sorted(fresh):
+            self.positions[sym] = fresh[sym]
+            self._render_row(sym)
+        self._counted()
+
+    def opened(self, meta: PositionMeta, now: float) -> None:
+        """A fill: show the row at once (marks and PnL follow with the next update)."""
+        self.now = now
+        self.metas[meta.symbol] = meta
+        if meta.symbol not in self.positions:
+            self.positions[meta.symbol] = VenuePosition(
+                symbol=meta.symbol,
+                side=meta.side,
+                size=meta.qty,
+                entry_price=meta.entry_price,
+                mark_price=meta.entry_price,
+                leverage=meta.leverage,
+                unrealised_pnl=0.0,
+                take_profit=meta.take_profit,
+                stop_loss=meta.stop_loss,
+            )
+        self._render_row(meta.symbol)
+        self._counted()
+
+    def remove(self, symbol: str) -> None:
+        self.positions.pop(symbol, None)
+        self.metas.pop(symbol, None)
+        self.closing.discard(symbol)
+        self.table.drop_row(symbol)
+        self._counted()
+
+    def mark_closing(self, symbol: str) -> None:
+        if symbol in self.positions:
+            self.closing.add(symbol)
+            self.table.set_cell(symbol, "exit", self._exit_cell(symbol))
+
+    def close_failed(self, symbol: str) -> None:
+        self.closing.discard(symbol)
+        if symbol in self.positions:
+            self.table.set_cell(symbol, "exit", self._exit_cell(symbol))
+
+    def tick(self, now: float) -> list[str]:
+        """Move every countdown; return the symbols whose time exit just came due."""
+        self.now = now
+        due = []
+        for sym in self.positions:
+            meta = self.metas.get(sym)
+            if meta is not None and meta.seconds_left(now) <= 0 and sym not in self.closing:
+                due.append(sym)
+            self.table.set_cell(sym, "exit", self._exit_cell(sym))
+        return due
+
+    def seconds_left(self, symbol: str) -> float | None:
+        meta = self.metas.get(symbol)
+        return None if meta is None else meta.seconds_left(self.now)
+
+    # --- rendering -------------------------------------------------------------
+
+    def _counted(self) -> None:
+        n = len(self.positions)
+        title = f"Positions ({n})" if n else "Positions"
+        if self.border_title != title:
+            self.border_title = title
+        self.set_class(n == 0, "-empty")
+
+    def _exit_cell(self, sym: str) -> Text:
+        if sym in self.closing:
+            return self._text("closing", "closing", right=True)
+        left = self.seconds_left(sym)
+        if left is None:
+            return self._text("—", "muted", right=True)
+        if left <= 0:
+            return self._text("EXIT", "due", right=True)
+        return self._text(fmt.countdown(left), "urgent" if left <= URGENT_SEC else "countdown", right=True)
+
+    def _render_row(self, sym: str) -> None:
+        p = self.positions[sym]
+        meta = self.metas.get(sym)
+        pnl_style = "profit" if p.unrealised_pnl > 0 else "loss" if p.unrealised_pnl < 0 else "flat"
+        tp = p.take_profit if p.take_profit else (meta.take_profit if meta else None)
+        sl = p.stop_loss if p.stop_loss else (meta.stop_loss if meta else None)
+        armed = bool(p.trailing_stop) or bool(meta and meta.trailing_armed)
+        cells: dict[str, Text] = {
+            "symbol": self._text(sym),
+            "side": self._text(p.side, p.side),
+            "size": self._text(fmt.qty(p.size)),
+            "lev": self._text(f"{p.leverage:g}x"),
+            "pnl": self._text(fmt.money(p.unrealised_pnl, signed=True), pnl_style),
+            "roi": self._text(fmt.pct(p.roi_pct), pnl_style),
+            "exit": self._exit_cell(sym),
+            "entry": self._text(fmt.price(p.entry_price)),
+            "mark": self._text(fmt.price(p.mark_price)),
+            "liq": self._text(fmt.price(p.liq_price), "muted"),
+            "tp": self._text(fmt.price(tp)),
+            "sl": self._text(fmt.price(sl)),
+            "trail": self._text("armed", "armed") if armed else self._text("—", "muted"),
+        }
+        for col in PositionsTable.RIGHT:
+            cells[col].justify = "right"
+        self.table.set_row(sym, cells)

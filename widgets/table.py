@@ -1,0 +1,117 @@
+"""A DataTable whose rows are keyed and whose cells change in place.
+
+A ticking countdown rewrites one cell a second; clearing and refilling the table
+would move the cursor and repaint everything. Here a cell is written only when
+its text or style changed, and a removed row keeps the cursor on the row it was on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.text import Text
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowKey
+
+
+class Stamp(Text):
+    """A cell's text that also carries a number to sort rows by."""
+
+    def __init__(self, text: str, ts: float, **kwargs) -> None:
+        super().__init__(text, **kwargs)
+        self.ts = ts
+
+
+class KeyedTable(DataTable):
+    """Rows keyed by a string; cells given as rich Text by column key."""
+
+    # (column key, label, fixed width or None)
+    COLUMNS: tuple[tuple[str, str, int | None], ...] = ()
+    RIGHT: frozenset[str] | set[str] = frozenset()  # numeric columns, labels and cells right-aligned
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("cursor_type", "row")
+        kwargs.setdefault("zebra_stripes", False)
+        # A coloured PnL or countdown keeps its colour on the cursor row.
+        kwargs.setdefault("cursor_foreground_priority", "renderable")
+        super().__init__(**kwargs)
+        self._shown: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def on_mount(self) -> None:
+        for key, label, width in self.COLUMNS:
+            self.add_column(Text(label, justify="right" if key in self.RIGHT else "left"), key=key, width=width)
+
+    # --- reading -------------------------------------------------------------
+
+    def has(self, key: str) -> bool:
+        return RowKey(key) in self.rows
+
+    def keys(self) -> list[str]:
+        """Row keys in display order."""
+        return [str(self.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value) for i in range(self.row_count)]
+
+    @property
+    def cursor_key(self) -> str | None:
+        if not self.row_count or not self.columns:
+            return None
+        row = min(self.cursor_row, self.row_count - 1)
+        return str(self.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value)
+
+    # --- writing -------------------------------------------------------------
+
+    def set_row(self, key: str, cells: Mapping[str, Text]) -> bool:
+        """Add the row, or change the cells that differ. True if it was added."""
+        if not self.has(key):
+            row = [cells.get(col, Text("")) for col, _, _ in self.COLUMNS]
+            self.add_row(*row, key=key)
+            for col, text in cells.items():
+                self._shown[(key, col)] = _sig(text)
+            return True
+        for col, text in cells.items():
+            self.set_cell(key, col, text)
+        return False
+
+    def set_cell(self, key: str, col: str, text: Text) -> None:
+        sig = _sig(text)
+        if self._shown.get((key, col)) == sig:
+            return  # nothing changed: no repaint
+        self._shown[(key, col)] = sig
+        row_key, column_key = RowKey(key), ColumnKey(col)
+        column = self.columns[column_key]
+        if column.auto_width and text.cell_len > column.content_width:
+            self.update_cell(key, col, text, update_width=True)  # the column grows: repaint it all
+            return
+        # What update_cell does, but repainting only this cell, and only if it is in view:
+        # a hundred countdowns ticking must not repaint the table every second (over SSH
+        # every repaint is bytes). Relies on DataTable internals of the pinned Textual.
+        self._data[row_key][column_key] = text
+        self._update_count += 1
+        row = self._row_locations.get(row_key)
+        top = self.scroll_offset.y - (self.header_height if self.show_header else 0)
+        if row is not None and top <= row < top + self.size.height:
+            self.refresh_coordinate(Coordinate(row, self._column_locations.get(column_key)))
+
+    def drop_row(self, key: str) -> None:
+        """Remove a row; the cursor stays on the row it was on (unless that one goes)."""
+        if not self.has(key):
+            return
+        current = self.cursor_key
+        self.remove_row(key)
+        for col, _, _ in self.COLUMNS:
+            self._shown.pop((key, col), None)
+        if current is not None and current != key and self.has(current):
+            self.move_cursor(row=self.get_row_index(current), animate=False)
+
+    def sort_by_stamp(self, column: str, newest_first: bool = True, follow: bool = True) -> None:
+        """Order rows by the Stamp in `column`; with `follow`, the cursor stays on its row
+        (else it stays where it is: on the newest row of an unfocused table)."""
+        current = self.cursor_key
+        self.sort(column, key=lambda cell: getattr(cell, "ts", 0.0), reverse=newest_first)
+        if follow and current is not None and self.has(current):
+            self.move_cursor(row=self.get_row_index(current), animate=False)
+
+
+def _sig(text: Text) -> tuple[str, str]:
+    spans = "".join(f"{s.start},{s.end},{s.style};" for s in text.spans)
+    return text.plain, f"{text.style}|{text.justify}|{spans}"
