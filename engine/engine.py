@@ -320,6 +320,10 @@ class Engine:
                         ctx = self._context(await asyncio.to_thread(self._refresh, snap))
             finally:
                 await self._flush()
+            said = [f"{d.symbol} {d.action.value}" for d in result.decisions] + [
+                f"{i.symbol or 'all'} {i.code}" for i in result.invalid
+            ]
+            self._log("info", f"decision cycle ({self.decider.name}): {' · '.join(said) or 'no decisions'}", "CYCLE")
 
     async def _record_invalid(self, inv: InvalidDecision, audit: dict[str, object], ts: float) -> None:
         """Keep an unusable answer on the record (as a HOLD that was never traded)."""

@@ -58,6 +58,7 @@ async def test_approve_mode_queues_then_approval_executes(rig):
     await rig.engine.run_decision_cycle()
     pending = decisions(rig, "PENDING")
     assert len(pending) == 1 and rig.venue.positions() == []
+    assert rig.lines("CYCLE") == ["decision cycle (scripted): BTCUSDT OPEN_LONG"]
     did = pending[0].decision.decision_id
     assert did in rig.engine.pending
     answer = await rig.engine.handle(Approve(decision_id=did))
