@@ -185,6 +185,14 @@ class Engine:
         self.scheduler = sched
         self.next_cycle_at = self.clock.now() + s.decision_interval_sec
 
+    def _next_cycle(self) -> float:
+        """When the decision job fires next: the scheduler's own time when it runs the jobs
+        (a cycle run by hand does not move it), else one interval from now."""
+        job = self.scheduler.get_job("decision") if self.scheduler is not None else None
+        if job is not None and job.next_run_time is not None:
+            return job.next_run_time.timestamp()
+        return self.clock.now() + self.settings.decision_interval_sec
+
     async def stop(self) -> None:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
@@ -283,7 +291,7 @@ class Engine:
             self._log("warning", "decision cycle still running; this one is skipped", "CYCLE_SKIPPED")
             return
         async with self._cycle_lock:
-            self.next_cycle_at = self.clock.now() + self.settings.decision_interval_sec
+            self.next_cycle_at = self._next_cycle()
             self._publish_state()
             if self.degraded:
                 return

@@ -262,3 +262,15 @@ async def test_a_cycles_records_are_written_together_and_audit_is_cut_per_symbol
     # the pending record, written in the batch, is updated in place on approval
     await rig.engine.approve(stored["BTCUSDT"].decision.decision_id)
     assert [r.status for r in rig.store.decisions() if r.decision.symbol == "BTCUSDT"] == ["EXECUTED"]
+
+
+async def test_a_cycle_run_by_hand_does_not_move_the_next_scheduled_one(tmp_path):
+    rig = make_rig(tmp_path / "s", decision_interval_sec=45)
+    try:
+        await rig.engine.start()
+        scheduled = rig.engine.scheduler.get_job("decision").next_run_time.timestamp()
+        await rig.engine.run_decision_cycle()
+        assert rig.engine.next_cycle_at == scheduled
+    finally:
+        await rig.engine.stop()
+        rig.store.close()
