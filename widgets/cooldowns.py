@@ -14,7 +14,7 @@ from widgets.table import KeyedTable
 class CooldownsTable(KeyedTable):
     COMPONENT_CLASSES = {"cooldowns--left", "cooldowns--reason", "cooldowns--muted"}
     COLUMNS = (  # the ticking column next to the symbol (see PositionsTable)
-        ("symbol", "Symbol", None),
+        ("symbol", "Symbol", 12),
         ("left", "Left", 7),
         ("side", "Side", 5),
         ("reason", "After", None),

@@ -51,15 +51,17 @@ class DecisionTable(KeyedTable):
 
 
 class PendingTable(DecisionTable):
+    # Fixed widths: columns that never jump as rows come and go (and a frame that does
+    # not depend on when a width was recomputed); only the last column sizes itself.
     COLUMNS = (
         ("left", "Left", 9),
-        ("symbol", "Symbol", None),
-        ("action", "Action", None),
+        ("symbol", "Symbol", 12),
+        ("action", "Action", 10),
         ("conf", "Conf", 4),
-        ("size", "Size/Lev", None),
-        ("tpsl", "TP/SL", None),
-        ("limit", "Limit", None),
-        ("verdict", "Verdict", None),
+        ("size", "Size/Lev", 10),
+        ("tpsl", "TP/SL", 10),
+        ("limit", "Limit", 5),
+        ("verdict", "Verdict", 9),
         ("reasons", "Reasons", None),
     )
 
@@ -67,11 +69,11 @@ class PendingTable(DecisionTable):
 class HistoryTable(DecisionTable):
     COLUMNS = (
         ("time", "Time", 8),
-        ("symbol", "Symbol", None),
-        ("action", "Action", None),
-        ("outcome", "Outcome", None),
+        ("symbol", "Symbol", 12),
+        ("action", "Action", 10),
+        ("outcome", "Outcome", 30),
         ("conf", "Conf", 4),
-        ("size", "Size/Lev", None),
+        ("size", "Size/Lev", 10),
         ("tpsl", "TP/SL", None),
     )
 
