@@ -555,7 +555,7 @@ class ScalpDeskApp(App[int]):
             ("Decision history", binding_rows(HistoryTable.BINDINGS)),
             ("Positions", binding_rows(PositionsTable.BINDINGS) + [("↑ ↓ ← →", "Move, scroll the columns")]),
             ("Log", [("↑ ↓ PgUp PgDn", "Scroll; Home and End jump (the newest line is at the bottom)")]),
-            ("Dialogs", [("y, Enter", "Confirm"), ("n, Esc", "Cancel"),
+            ("Dialogs", [("y", "Confirm (Enter does not)"), ("n, Esc", "Cancel"),
                          ("AUTO + Enter", "Confirm AUTO on a live venue (typed)")]),
         ]
 
@@ -564,14 +564,17 @@ class GcPolicy:
     """Keep Python's full collections short so a key never waits on one.
 
     A full collection walks every tracked object: with Textual's caches, the log and a
-    hundred positions that is ~60 ms, and it landed on a key press now and then (p99
-    ~130 ms in bench/bench_console.py). Objects that have lived a minute mostly live on,
-    so they are frozen (moved out of the collector's sight) every minute; once an hour
-    they are thawed for one full collection, so cycles that died meanwhile are freed.
+    hundred positions that grows past 100 ms, and under load one ran every few seconds,
+    landing on key presses (p99 ~160 ms in bench/bench_console.py). Objects that have
+    survived a few seconds mostly live on (widgets, rows, log lines), so they are frozen
+    (moved out of the collector's sight) every few seconds and a full collection only
+    walks what is newer. Every ten minutes everything is thawed for one full collection
+    (~100-200 ms, the only long pause left), so the reference cycles that died meanwhile
+    are freed; refcounting frees the rest.
     """
 
-    FREEZE_SEC = 60.0
-    THAW_SEC = 3600.0
+    FREEZE_SEC = 5.0
+    THAW_SEC = 600.0
 
     def __init__(self) -> None:
         self.frozen_at: float | None = None

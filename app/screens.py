@@ -16,16 +16,17 @@ from widgets import format as fmt
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Ask before doing something that moves money. y / Enter confirms, n / Esc cancels.
+    """Ask before doing something that moves money. y confirms, n / Esc cancel.
 
-    With `require`, the operator must type that word (AUTO on a live venue) and press Enter.
+    Enter does not confirm: pressed out of habit (it opens a decision's details) it must
+    not close a position. With `require`, the operator types that word (AUTO on a live
+    venue) and presses Enter.
     """
 
     BINDINGS = [
         Binding("y", "confirm", "Confirm", show=False),
         Binding("n", "cancel", "Cancel", show=False),
         Binding("escape", "cancel", "Cancel", show=False),
-        Binding("enter", "confirm", "Confirm", show=False),
     ]
 
     def __init__(self, title: str, lines: Iterable[str], *, require: str = "", danger: bool = False,
@@ -50,7 +51,7 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Label(f"y {self.confirm_word} · n / Esc cancel", classes="dialog-keys", markup=False)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # With a typed confirmation, y and Enter do not confirm by themselves.
+        # With a typed confirmation, y does not confirm by itself.
         return not (self.require and action == "confirm")
 
     def action_confirm(self) -> None:

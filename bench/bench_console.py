@@ -11,7 +11,12 @@ Textual app that shows one ticking clock, in the same run:
 3. Key-to-screen time of force close's confirmation under that load: c pressed on
    the positions panel until the dialog's text has been written to the terminal.
 
-    python bench/bench_console.py [--seconds 60] [--samples 100] [--starts 5]
+    python bench/bench_console.py [--seconds 60] [--samples 100] [--starts 5] [--no-engine]
+
+To see where the cost goes, the load can be changed from the environment:
+BENCH_POSITIONS (100), BENCH_LOG_RATE (10 lines/s), BENCH_DECISION_SEC (5),
+BENCH_MONITOR_SEC (5); BENCH_NO_FREEZE=1 runs the console without its GC policy
+(app.console.GcPolicy); BENCH_VERBOSE=1 prints every key-to-screen sample.
 """
 
 from __future__ import annotations
@@ -124,8 +129,9 @@ def console_app(state_dir: Path) -> None:
     engine = loaded_engine(state_dir)
     stop = threading.Event()
     threading.Thread(target=log_lines, args=(engine, stop), daemon=True).start()
+    app = ScalpDeskApp(engine, freeze_gc=not os.environ.get("BENCH_NO_FREEZE"))  # as run_console does
     try:
-        ScalpDeskApp(engine, freeze_gc=not os.environ.get("BENCH_NO_FREEZE")).run()  # as run_console does
+        app.run()
     finally:
         stop.set()
         engine.store.close()
@@ -212,6 +218,12 @@ class Term:
         os.write(self.master, data)
         return t
 
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
     def cpu_seconds(self) -> float:
         """utime + stime of the process (all its threads), from /proc."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -255,8 +267,10 @@ def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
             raise SystemExit("the positions never showed")
         time.sleep(3)  # let start-up settle
         c0, b0, cb0, bb0, t0 = console.cpu_seconds(), bare.cpu_seconds(), console.total, bare.total, time.monotonic()
+        rss0 = console.rss_mib()
         time.sleep(seconds)
         c1, b1, cb1, bb1, t1 = console.cpu_seconds(), bare.cpu_seconds(), console.total, bare.total, time.monotonic()
+        rss1 = console.rss_mib()
         wall = t1 - t0
         out = {
             "wall": wall,
@@ -264,7 +278,8 @@ def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
             "bare_cpu_pct": (b1 - b0) / wall * 100,
             "console_bytes_per_sec": (cb1 - cb0) / wall,
             "bare_bytes_per_sec": (bb1 - bb0) / wall,
-            "console_pid": console.proc.pid,
+            "rss_start_mib": rss0,
+            "rss_end_mib": rss1,
         }
         out.update(latency_phase(console))
         return out
@@ -289,7 +304,7 @@ def latency_phase(console: Term, samples: int | None = None) -> dict[str, float]
             lat.append((seen - t) * 1000)
         time.sleep(0.05)
         console.send(b"n")
-        time.sleep(float(os.environ.get("BENCH_GAP", 0.25)))
+        time.sleep(0.5)  # the dismissal's repaint is done before the next press
     lat.sort()
     if os.environ.get("BENCH_VERBOSE"):
         print("latencies ms:", " ".join(f"{x:.0f}" for x in lat), flush=True)
@@ -353,7 +368,8 @@ def main() -> None:
         print(f"CPU over {r['wall']:.0f} s: console {r['console_cpu_pct']:.1f}% of one core, bare app "
               f"{r['bare_cpu_pct']:.2f}%, ratio {ratio:.1f}", flush=True)
         print(f"terminal output: console {r['console_bytes_per_sec'] / 1024:.1f} KiB/s, bare app "
-              f"{r['bare_bytes_per_sec'] / 1024:.2f} KiB/s", flush=True)
+              f"{r['bare_bytes_per_sec'] / 1024:.2f} KiB/s; console memory {r['rss_start_mib']:.0f} -> "
+              f"{r['rss_end_mib']:.0f} MiB over the run", flush=True)
         print(f"force close confirmation, key to screen under load: p50 {r['latency_p50_ms']:.1f} ms, "
               f"p99 {r['latency_p99_ms']:.1f} ms, max {r['latency_max_ms']:.1f} ms "
               f"({r['latency_samples']} samples, {r['latency_misses']} missed)", flush=True)

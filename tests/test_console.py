@@ -542,3 +542,33 @@ def test_outcomes_name_the_verdict_and_the_reason():
     assert fmt.outcome(failed) == "FAILED: 110007 insufficient balance" and fmt.outcome_kind(failed) == "bad"
     assert fmt.outcome(rec.model_copy(update={"status": "REJECTED"})) == "REJECTED by operator"
     assert fmt.outcome(rec.model_copy(update={"status": "EXPIRED"})).startswith("EXPIRED")
+
+
+def test_the_gc_policy_freezes_every_few_seconds_and_thaws_hourly(monkeypatch):
+    from app.console import GcPolicy
+
+    calls = []
+    monkeypatch.setattr(console.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(console.gc, "unfreeze", lambda: calls.append("unfreeze"))
+    monkeypatch.setattr(console.gc, "collect", lambda: calls.append("collect"))
+    policy = GcPolicy()
+    policy.tick(1000.0)
+    policy.tick(1000.0 + GcPolicy.FREEZE_SEC / 2)
+    assert calls == ["freeze"]
+    policy.tick(1000.0 + GcPolicy.FREEZE_SEC)
+    assert calls == ["freeze", "freeze"]
+    policy.tick(1000.0 + GcPolicy.THAW_SEC)
+    assert calls[-4:] == ["freeze", "unfreeze", "collect", "freeze"]
+
+
+async def test_enter_never_confirms_a_force_close(rig):
+    app = ScalpDeskApp(rig.engine, schedule=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        open_position(rig, "BTCUSDT")
+        await settle(pilot)
+        await pilot.press("2", "c", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmScreen) and [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ConfirmScreen)
