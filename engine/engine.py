@@ -372,6 +372,13 @@ class Engine:
                 "info",
             )
         else:
+            # One question per symbol: a newer proposal replaces the one still waiting.
+            for did, old in list(self.pending.items()):
+                if old.record.decision.symbol == sym:
+                    del self.pending[did]
+                    od = old.record.decision
+                    msg = f"{sym} {od.action.value} EXPIRED: replaced by a newer decision"
+                    await self._record(old.record.model_copy(update={"status": "EXPIRED", "message": msg}), "info", update=True)
             expires = now + self.settings.approval_timeout_sec
             rec = record.model_copy(update={"status": "PENDING", "message": f"{sym} {act} waiting for approval"})
             self.pending[decision.decision_id] = Pending(rec, expires)

@@ -274,3 +274,17 @@ async def test_a_cycle_run_by_hand_does_not_move_the_next_scheduled_one(tmp_path
     finally:
         await rig.engine.stop()
         rig.store.close()
+
+
+async def test_a_newer_proposal_replaces_the_one_still_waiting_for_the_same_symbol(rig):
+    await rig.engine.start(schedule=False)
+    rig.decider.push(long_btc(), long_btc(symbol="ETHUSDT"))
+    await rig.engine.run_decision_cycle()
+    first_btc = next(d for d, p in rig.engine.pending.items() if p.record.decision.symbol == "BTCUSDT")
+    rig.decider.push(long_btc(confidence=0.95))
+    await rig.engine.run_decision_cycle()
+    symbols = sorted(p.record.decision.symbol for p in rig.engine.pending.values())
+    assert symbols == ["BTCUSDT", "ETHUSDT"] and first_btc not in rig.engine.pending
+    replaced = [r for r in rig.store.decisions() if r.decision.decision_id == first_btc]
+    assert replaced[0].status == "EXPIRED" and "replaced by a newer decision" in replaced[0].message
+    assert "not pending" in await rig.engine.approve(first_btc)
