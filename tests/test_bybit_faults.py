@@ -210,7 +210,7 @@ def test_a_reduce_only_rejection_fails_the_close_with_bybits_code(srv, rig):
 
 
 def test_refused_keys_stop_trading_without_a_retry_loop(srv, tmp_path):
-    rig = make_bybit_rig(srv, tmp_path / "state", bybit_api_secret="WRONGSECRETnotReal")
+    rig = make_bybit_rig(srv, tmp_path / "state", bybit_api_secret="wrong-secret-not-real")
     try:
         import asyncio
 

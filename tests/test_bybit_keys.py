@@ -90,7 +90,7 @@ def test_keys_never_reach_logs_events_messages_or_state(tmp_path, caplog):
     texts: list[str] = []
     with BybitFakeServer() as srv:
         # 1. a wrong secret: 10004 with origin_string[...<key>...]
-        rig = make_bybit_rig(srv, tmp_path / "bad", bybit_api_secret="WRONGSECRETnotReal00")
+        rig = make_bybit_rig(srv, tmp_path / "bad", bybit_api_secret="wrong-secret-not-real-00")
         asyncio.run(rig.engine.start(schedule=False))
         assert "10004" in rig.engine.degraded and "***" in rig.engine.degraded
         texts += [rig.dump(), rig.engine.degraded]

@@ -73,7 +73,7 @@ def test_hedge_mode_with_positions_fails_and_says_how_to_fix(srv, tmp_path):
 
 
 def test_refused_keys_fail_without_printing_them(srv, tmp_path):
-    rc, lines = doctor(srv, tmp_path, bybit_api_secret="WRONGSECRETnotReal00")
+    rc, lines = doctor(srv, tmp_path, bybit_api_secret="wrong-secret-not-real-00")
     assert rc == 1 and status(lines, "keys accepted") == ["FAIL"]
     assert "10004" in "\n".join(lines) and leaks("\n".join(lines)) == []
 
