@@ -15,23 +15,10 @@ from app.screens import ConfirmScreen, DecisionScreen, HelpScreen
 from engine.events import LogEvent, UsageUpdated
 from engine.models import Action, CloseReason
 from tests.rig import plan
-from tests.test_console_scenes import decision, scene_rig, settle, started
+from tests.test_console_scenes import decision, live_rig, rig, scene_rig, settle, started  # noqa: F401 (fixtures)
 
 WIDE = (160, 48)
 
-
-@pytest.fixture
-def rig(tmp_path):
-    r = scene_rig(tmp_path / "state")
-    yield r
-    r.store.close()
-
-
-@pytest.fixture
-def live_rig(tmp_path):
-    r = scene_rig(tmp_path / "state", venue_name="live")
-    yield r
-    r.store.close()
 
 
 def toasts(app: ScalpDeskApp) -> list[str]:

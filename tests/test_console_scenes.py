@@ -4,6 +4,8 @@ the engine's own paths (cycles, approvals, force closes), so every frame is dete
 
 from __future__ import annotations
 
+import pytest
+
 from textual.pilot import Pilot
 
 from app.console import ScalpDeskApp
@@ -95,3 +97,16 @@ async def busy_desk(pilot: Pilot, rig: Rig) -> None:
     await settle(pilot)
     pilot.app.clear_notifications()
     await settle(pilot)
+
+@pytest.fixture
+def rig(tmp_path):
+    r = scene_rig(tmp_path / "state")
+    yield r
+    r.store.close()
+
+
+@pytest.fixture
+def live_rig(tmp_path):
+    r = scene_rig(tmp_path / "state", venue_name="live")
+    yield r
+    r.store.close()

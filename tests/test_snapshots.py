@@ -12,7 +12,7 @@ import uuid
 import pytest
 from textual.widgets import Input
 
-from tests.test_console_scenes import busy_desk, make_app, scene_rig, settle, started
+from tests.test_console_scenes import busy_desk, live_rig, make_app, rig, scene_rig, settle, started  # noqa: F401 (fixtures)
 
 NARROW = (80, 24)
 WIDE = (160, 48)
@@ -30,19 +30,6 @@ def fixed_ids(monkeypatch):
 
     monkeypatch.setattr("engine.models.uuid", Ids)
 
-
-@pytest.fixture
-def rig(tmp_path):
-    r = scene_rig(tmp_path / "state")
-    yield r
-    r.store.close()
-
-
-@pytest.fixture
-def live_rig(tmp_path):
-    r = scene_rig(tmp_path / "state", venue_name="live")
-    yield r
-    r.store.close()
 
 
 def desk(rig, *keys: str, then=None):
