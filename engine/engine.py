@@ -429,7 +429,7 @@ class Engine:
 
         def work() -> tuple[str, str, str | None]:
             if d.action in (Action.CLOSE, Action.REVERSE):
-                intent = self.executor.close(d.symbol, CloseReason.AI_CLOSE)
+                intent = self.executor.close(d.symbol, CloseReason.AI_CLOSE, d.decision_id)
                 if d.action is Action.CLOSE or intent is None or intent.status is not IntentStatus.EXECUTED:
                     return _outcome(intent, f"{d.symbol} CLOSE")
             assert review.order is not None

@@ -207,6 +207,8 @@ class Executor:
             qty=info.filled_qty or intent.qty,
             leverage=intent.leverage or 1.0,
             intent_id=intent.intent_id,
+            open_fee=info.fee,
+            decision_id=intent.decision_id,
         )
         self.store.put_position(meta)
         self.emit(
@@ -260,7 +262,7 @@ class Executor:
 
     # --- closing ----------------------------------------------------------------
 
-    def close(self, symbol: str, reason: CloseReason) -> Intent | None:
+    def close(self, symbol: str, reason: CloseReason, decision_id: str | None = None) -> Intent | None:
         """Close the whole position with a reduce-only market order. Exits never pass
         the guardrails; the per-symbol lock makes a second close find nothing to close.
         Returns the close intent, or None when there was nothing to close."""
@@ -281,6 +283,7 @@ class Executor:
                 created_at=now,
                 updated_at=now,
                 close_reason=reason,
+                decision_id=decision_id,
             )
             self.store.put_intent(intent)
             intent = self._save(intent, IntentStatus.EXECUTING)
@@ -298,15 +301,25 @@ class Executor:
         if meta is None:
             return  # already journalled (the monitor saw the position go first)
         reason = intent.close_reason or CloseReason.UNKNOWN
+        fees = meta.open_fee + info.fee
         pnl = info.realised_pnl
-        if pnl is None:
+        if pnl is None:  # net of fees, as the venue's own closed PnL
             sign = 1 if meta.side == "long" else -1
-            pnl = (info.avg_price - meta.entry_price) * info.filled_qty * sign
-        self.record_close(meta, info.avg_price, pnl, reason)
+            pnl = (info.avg_price - meta.entry_price) * info.filled_qty * sign - fees
+        self.record_close(meta, info.avg_price, pnl, reason, fees, intent.decision_id)
 
-    def record_close(self, meta: PositionMeta, exit_price: float, pnl: float, reason: CloseReason) -> Trade:
-        """Journal a close, start the symbol's cooldown, drop the metadata."""
+    def record_close(
+        self,
+        meta: PositionMeta,
+        exit_price: float,
+        pnl: float,
+        reason: CloseReason,
+        fees: float = 0.0,
+        close_decision_id: str | None = None,
+    ) -> Trade:
+        """Journal a close (pnl net of fees), start the symbol's cooldown, drop the metadata."""
         now = self.clock.now()
+        cooldown_sec = meta.cooldown_sec if meta.cooldown_sec is not None else self.settings.default_cooldown_sec
         margin = meta.entry_price * meta.qty / meta.leverage if meta.leverage else 0.0
         trade = Trade(
             symbol=meta.symbol,
@@ -323,9 +336,12 @@ class Executor:
             leverage=meta.leverage,
             intent_id=meta.intent_id,
             adopted=meta.adopted,
+            fees=round(fees, 8),
+            cooldown_sec=cooldown_sec,
+            decision_id=meta.decision_id,
+            close_decision_id=close_decision_id,
         )
         self.store.add_trade(trade)
-        cooldown_sec = meta.cooldown_sec if meta.cooldown_sec is not None else self.settings.default_cooldown_sec
         cooldown = Cooldown(symbol=meta.symbol, side=meta.side, reason=reason.value, started_at=now, until=now + cooldown_sec)
         self.store.put_cooldown(cooldown)
         self.store.delete_position(meta.symbol)
@@ -406,27 +422,6 @@ class Executor:
         self._log(
             "warning",
             f"ADOPTED: {pos.symbol} {pos.side} {pos.size:g} {found}; time limit {meta.time_in_trade_limit_sec}s from now",
-            "ADOPTED",
-        )
-        return meta
-        limit = self.settings.default_time_in_trade_limit_sec
-        meta = PositionMeta(
-            symbol=pos.symbol,
-            side=pos.side,
-            opened_at=self.clock.now(),
-            time_in_trade_limit_sec=limit,
-            take_profit=pos.take_profit,
-            stop_loss=pos.stop_loss,
-            entry_price=pos.entry_price,
-            qty=pos.size,
-            leverage=pos.leverage,
-            adopted=True,
-        )
-        self.store.put_position(meta)
-        self._log(
-            "warning",
-            f"ADOPTED: {pos.symbol} {pos.side} {pos.size:g} found on the venue without metadata; "
-            f"time limit {limit}s from now",
             "ADOPTED",
         )
         return meta

@@ -225,6 +225,8 @@ class PositionMeta(Model):
     leverage: float = 1.0
     intent_id: str | None = None
     adopted: bool = False
+    open_fee: float = 0.0  # USDT paid to open (the close's fee is added when it closes)
+    decision_id: str | None = None  # the decision that opened it
 
     def seconds_left(self, now: float) -> float:
         return self.opened_at + self.time_in_trade_limit_sec - now
@@ -261,6 +263,11 @@ class Trade(Model):
     leverage: float = 1.0
     intent_id: str | None = None
     adopted: bool = False
+    # pnl is net of fees (as Bybit's closedPnl); fees are the open's and the close's, in USDT.
+    fees: float = 0.0
+    cooldown_sec: int | None = None  # the cooldown this close started
+    decision_id: str | None = None  # the decision that opened the trade
+    close_decision_id: str | None = None  # the decision that closed it (AI_CLOSE), if any
 
 
 class DecisionRecord(Model):
@@ -356,6 +363,7 @@ class OrderInfo(Model):
     avg_price: float = 0.0
     reduce_only: bool = False
     realised_pnl: float | None = None
+    fee: float = 0.0  # USDT paid for this order's fills (Bybit cumExecFee)
     reject_reason: str = ""
 
     @property
@@ -375,6 +383,7 @@ class ClosedTrade(Model):
     reason: CloseReason
     closed_at: float
     order_id: str = ""
+    fees: float = 0.0  # open and close fees of the closed size (Bybit openFee + closeFee)
 
 
 # --- what deciders and guardrails see -------------------------------------------------

@@ -108,7 +108,7 @@ class Monitor:
     def _venue_closed(self, meta: PositionMeta) -> None:
         """The venue closed it (TP, SL, trailing, liquidation, or by hand): journal it with
         the venue's reason and price."""
-        reason, exit_price, pnl = CloseReason.UNKNOWN, meta.entry_price, 0.0
+        reason, exit_price, pnl, fees = CloseReason.UNKNOWN, meta.entry_price, 0.0, meta.open_fee
         # An open resolved late (reconciled at start) got its metadata after it filled,
         # and may have closed before that: look back to when its intent was made.
         since = meta.opened_at
@@ -122,7 +122,7 @@ class Monitor:
             self._log("warning", f"{meta.symbol}: closed-trade lookup failed: {e}", "LOOKUP_FAILED")
         if closes:
             c = closes[0]
-            reason, exit_price, pnl = c.reason, c.exit_price, c.pnl
+            reason, exit_price, pnl, fees = c.reason, c.exit_price, c.pnl, c.fees
         if reason is CloseReason.UNKNOWN:
             # A close we sent whose answer we never saw carries its own reason.
             ours = [
@@ -132,7 +132,7 @@ class Monitor:
             if ours:
                 reason = max(ours, key=lambda i: i.created_at).close_reason or reason
         self._log("info", f"{meta.symbol} {meta.side} closed on the venue: {reason.value}", reason.value)
-        self.executor.record_close(meta, exit_price, pnl, reason)
+        self.executor.record_close(meta, exit_price, pnl, reason, fees)
 
     def _arm_trailing(self, pos: VenuePosition, meta: PositionMeta) -> bool:
         tick = 0.0

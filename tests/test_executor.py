@@ -123,3 +123,21 @@ def test_racing_closes_send_one_order(rig):
     assert len(sent) == 1
     assert len(rig.store.trades()) == 1
     assert len(rig.lines("NOTHING_TO_CLOSE")) == 2
+
+
+def test_the_journal_keeps_fees_and_the_deciding_decisions(rig):
+    review = plan(rig, long_btc())
+    opened = rig.engine.executor.open(review)
+    meta = rig.store.get_position("BTCUSDT")
+    taker = rig.venue.taker_fee
+    assert meta.open_fee == pytest.approx(meta.qty * meta.entry_price * taker)
+    assert meta.decision_id == review.decision.decision_id
+    rig.clock.advance(120)
+    rig.engine.executor.close("BTCUSDT", CloseReason.AI_CLOSE, decision_id="d-closer")
+    trade = rig.store.trades()[0]
+    close_fee = trade.qty * trade.exit_price * taker
+    assert trade.fees == pytest.approx(meta.open_fee + close_fee)
+    gross = (trade.exit_price - trade.entry_price) * trade.qty
+    assert trade.pnl == pytest.approx(gross - trade.fees)  # the journal's PnL is net of both fees
+    assert trade.decision_id == review.decision.decision_id and trade.close_decision_id == "d-closer"
+    assert trade.intent_id == opened.intent_id and trade.cooldown_sec == 900

@@ -141,6 +141,7 @@ def order(row: dict[str, Any]) -> OrderInfo:
         filled_qty=f(row.get("cumExecQty")),
         avg_price=f(row.get("avgPrice")),
         reduce_only=bool(row.get("reduceOnly")),
+        fee=f(row.get("cumExecFee")),
         reject_reason="" if reject in ("", "EC_NoError") else f"{reject} ({status})",
     )
 
@@ -167,4 +168,5 @@ def closed_trade(row: dict[str, Any], reason: CloseReason, closing_side: str | N
         reason=reason,
         closed_at=int(row.get("updatedTime") or row.get("createdTime") or 0) / 1000,
         order_id=row.get("orderId") or "",
+        fees=f(row.get("openFee")) + f(row.get("closeFee")),
     )

@@ -242,8 +242,8 @@ class PaperVenue:
             price = level if reason is CloseReason.TAKE_PROFIT else self._slipped(level, pos.side, closing=True)
             price = self._round_tick(symbol, price)
             info = self._new_order(symbol, pos.side, pos.size, price, closing=True, link_id="")
-            net = self._fill_close(pos, pos.size, price, info.order_id, reason, self.feed.clock_time_at(t))
-            self._store(info.model_copy(update={"realised_pnl": net}))
+            net, fee = self._fill_close(pos, pos.size, price, info.order_id, reason, self.feed.clock_time_at(t))
+            self._store(info.model_copy(update={"realised_pnl": net, "fee": fee}))
         self._seen = self.feed.now
 
     def _new_order(
@@ -274,9 +274,9 @@ class PaperVenue:
 
     def _fill_close(
         self, pos: _Position, qty: float, price: float, order_id: str, reason: CloseReason, at: float
-    ) -> float:
+    ) -> tuple[float, float]:
         """Close `qty` of `pos` at `price`: realise PnL, pay the fee, record it. Returns
-        the closed PnL net of the open and close fees, as Bybit's closedPnl."""
+        the closed PnL net of the open and close fees, as Bybit's closedPnl, and the close's fee."""
         step = self._instrument(pos.symbol).qty_step
         gross = pos.sign * (price - pos.entry) * qty
         fee = qty * price * self.taker_fee
@@ -298,9 +298,10 @@ class PaperVenue:
                 reason=reason,
                 closed_at=at,
                 order_id=order_id,
+                fees=fee + open_fee,
             )
         )
-        return net
+        return net, fee
 
     # --- market helpers -------------------------------------------------------------
 
@@ -441,11 +442,13 @@ class PaperVenue:
         info = self._new_order(sym, side, qty, price, closing=False, link_id=order.order_link_id)
         info = info.model_copy(update={"reduce_only": order.reduce_only})
         realised: float | None = None
+        fees = 0.0
         if close_qty > 0 and pos is not None:
             # The engine knows why it closed; the venue does not.
-            realised = self._fill_close(pos, close_qty, price, info.order_id, CloseReason.UNKNOWN, self._now)
+            realised, fees = self._fill_close(pos, close_qty, price, info.order_id, CloseReason.UNKNOWN, self._now)
         if open_qty > 0:
             fee = open_qty * price * self.taker_fee
+            fees += fee
             self._wallet -= fee
             cur = self._positions.get(sym)
             if cur is None:
@@ -460,7 +463,7 @@ class PaperVenue:
                 cur.take_profit = order.take_profit
             if order.stop_loss is not None:
                 cur.stop_loss = order.stop_loss
-        info = info.model_copy(update={"realised_pnl": realised})
+        info = info.model_copy(update={"realised_pnl": realised, "fee": fees})
         self._store(info)
         return info
 
