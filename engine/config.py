@@ -186,6 +186,8 @@ class Settings(BaseSettings):
         ):
             if getattr(self, lo) > getattr(self, hi):
                 raise _RangeError(lo, f"{getattr(self, lo)} is above {env_name(hi)}={getattr(self, hi)}")
+        if self.sim_speed != 1 and self.venue != "sim":
+            raise _RangeError("sim_speed", f"{self.sim_speed:g}: only the sim venue can run faster than real time")
         t = self.default_time_in_trade_limit_sec
         if not self.time_limit_min_sec <= t <= self.time_limit_max_sec:
             raise _RangeError(

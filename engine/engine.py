@@ -2,29 +2,44 @@
 pause, the operator's commands, and an event for every step.
 
 Everything blocking (venue calls, state writes) runs in worker threads through
-asyncio.to_thread, so the event loop (and the console on it) never waits on I/O.
+asyncio.to_thread, so the event loop (and the console on it) never waits on I/O; a
+replay (inline_io) calls it directly, as there is nothing else on its loop.
+
+Every timer runs on the injected Clock (engine.timers): the decision cycle, the
+monitor backstop, cleanup, each position's time exit, each pending decision's
+approval expiry and the UTC day, so a replay and a simulated market at --speed N
+keep the same time as the market they trade.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
 
 from engine import guardrails
 from engine.clock import Clock
 from engine.commands import Approve, CloseAll, Command, ForceClose, Pause, Reject, RunCycle, SetMode
 from engine.config import Settings
 from engine.deciders.base import Decider, InvalidDecision
-from engine.events import AccountUpdated, BaseEvent, DecisionEvent, EngineState, LogEvent, UsageUpdated
+from engine.events import (
+    AccountUpdated,
+    BaseEvent,
+    DecisionEvent,
+    EngineState,
+    LogEvent,
+    MarketUpdated,
+    PositionClosed,
+    UsageUpdated,
+)
 from engine.executor import Executor
-from engine.features import symbol_features
+from engine.market import LOAD, SymbolMarket
 from engine.models import (
     Action,
     CloseReason,
@@ -35,15 +50,29 @@ from engine.models import (
     IntentStatus,
     MarketSnapshot,
     Review,
+    SymbolFeatures,
+    Ticker,
     Verdict,
 )
 from engine.monitor import Monitor
 from engine.store import StateStore
+from engine.timers import Timers, timers_for
 from engine.venues.base import AuthError, Venue, VenueError
 
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[BaseEvent], None]
+T = TypeVar("T")
+
+# Among jobs due at the same moment, exits run before anything else.
+EXITS_FIRST, CYCLE, HOUSEKEEPING = 0, 5, 10
+KLINE_REFETCH_MAX = 1000  # 1m candles missed beyond this reload the symbol's market whole
+
+
+def day_start(ts: float) -> float:
+    """00:00 UTC of the day of `ts`."""
+    d = datetime.fromtimestamp(ts, timezone.utc)
+    return d.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
 class _VenueLogBridge(logging.Handler):
@@ -79,6 +108,8 @@ class Engine:
         clock: Clock,
         *,
         headless: bool = False,
+        timers: Timers | None = None,
+        inline_io: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -94,10 +125,19 @@ class Engine:
         self.next_cycle_at: float | None = None
         self.last_snapshot: MarketSnapshot | None = None
         self.instruments: dict[str, Instrument] = {}
+        self.market: dict[str, SymbolMarket] = {}
+        self.timers = timers if timers is not None else timers_for(clock)
+        self.inline_io = inline_io
         self._subscribers: list[Subscriber] = []
         self._emit_lock = threading.Lock()
         self._cycle_lock = asyncio.Lock()
-        self.scheduler: AsyncIOScheduler | None = None
+        self._monitor_lock = asyncio.Lock()
+        self._exits_armed: dict[str, float] = {}  # symbol -> due time of its armed time exit
+        self._market_failed: set[str] = set()  # symbols whose market data failed (said once)
+        # Today's realised PnL and trades, kept as trades close (rebuilt once at start).
+        self._day = day_start(clock.now())
+        self._today_pnl = 0.0
+        self._today_trades = 0
         self._bridge: logging.Handler | None = None
         self._batch: list[DecisionRecord] | None = None  # a cycle's records, written together
         self.executor = Executor(store, venue, clock, settings, self.emit)
@@ -112,6 +152,8 @@ class Engine:
         """Deliver an event to every subscriber, from whatever thread produced it;
         subscribers must be thread-safe (Textual's post_message is)."""
         with self._emit_lock:
+            if isinstance(event, PositionClosed):
+                self._count_close(event.trade.closed_at, event.trade.pnl)
             self.recent.append(event)
             for fn in list(self._subscribers):
                 try:
@@ -142,18 +184,29 @@ class Engine:
     def _publish_state(self) -> None:
         self.emit(self.state_event())
 
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Blocking work (venue, state files): in a worker thread, or inline in a replay."""
+        if self.inline_io:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
     # --- lifecycle --------------------------------------------------------------
 
     async def start(self, schedule: bool = True) -> None:
-        """Reconcile with the venue, then start the jobs (schedule=False: tests drive them)."""
+        """Reconcile with the venue, arm the timers, then let them fire (schedule=False:
+        the jobs are armed but a test or a replay drives them)."""
         self._bridge = _VenueLogBridge(self)
         logging.getLogger("engine.venues").addHandler(self._bridge)
         self._log("info", f"scalpdesk engine starting: venue {self.venue.name}, mode {self.mode.upper()}, "
                   f"decider {self.decider.name}, symbols {', '.join(self.settings.symbols)}", "START")
         await self._guard(self._reconcile)
+        await self._io(self._rebuild_today)
         await self.publish_account()
+        self._arm_jobs()
+        self._arm_exits()
         if schedule:
-            self._start_scheduler()
+            self.timers.start()
+        self.next_cycle_at = self.timers.due("decision")
         self._publish_state()
 
     def _reconcile(self) -> None:
@@ -173,39 +226,54 @@ class Engine:
         # know is FAILED, and if it shows up later its position is adopted, never reopened.
         self.monitor.run_once(grace_sec=0.0)
 
-    def _start_scheduler(self) -> None:
-        s = self.settings
-        sched = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=timezone.utc)
-        common = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
-        sched.add_job(self.run_decision_cycle, "interval", seconds=s.decision_interval_sec, id="decision", **common)
-        sched.add_job(self.run_monitor, "interval", seconds=s.monitor_interval_sec, id="monitor", **common)
-        sched.add_job(self.run_cleanup, "interval", seconds=s.cleanup_interval_sec, id="cleanup", **common)
-        sched.add_job(self.expire_pending, "interval", seconds=1, id="expiry", **common)
-        sched.start()
-        self.scheduler = sched
-        self.next_cycle_at = self.clock.now() + s.decision_interval_sec
+    def _arm_jobs(self) -> None:
+        """The recurring jobs, on the engine's clock. The monitor is the backstop of the
+        one-shot time exits (a close the venue refused is retried on its next pass)."""
+        s, t = self.settings, self.timers
+        t.every("monitor", s.monitor_interval_sec, self.run_monitor, priority=EXITS_FIRST)
+        t.every("decision", s.decision_interval_sec, self.run_decision_cycle, priority=CYCLE)
+        t.every("cleanup", s.cleanup_interval_sec, self.run_cleanup, priority=HOUSEKEEPING)
+        self._arm_day()
 
-    def _next_cycle(self) -> float:
-        """When the decision job fires next: the scheduler's own time when it runs the jobs
-        (a cycle run by hand does not move it), else one interval from now."""
-        job = self.scheduler.get_job("decision") if self.scheduler is not None else None
-        if job is not None and job.next_run_time is not None:
-            return job.next_run_time.timestamp()
-        return self.clock.now() + self.settings.decision_interval_sec
+    def _arm_day(self) -> None:
+        nxt = (datetime.fromtimestamp(self._day, timezone.utc) + timedelta(days=1)).timestamp()
+        self.timers.at("day", nxt, self._new_day, priority=HOUSEKEEPING)
+
+    async def _new_day(self) -> None:
+        """00:00 UTC: today's figures start again."""
+        self._roll_day(self.clock.now())
+        self._arm_day()
+        await self.publish_account()
+
+    def _arm_exits(self) -> None:
+        """One time exit per open position at opened_at + its limit (armed on open, on
+        adoption and at start; a position gone takes its timer with it)."""
+        held = {m.symbol: m.due_at for m in self.store.positions()}
+        for sym in list(self._exits_armed):
+            if sym not in held:
+                self.timers.cancel(f"exit:{sym}")
+                del self._exits_armed[sym]
+        for sym, due in held.items():
+            if self._exits_armed.get(sym) != due:
+                self._exits_armed[sym] = due
+                self.timers.at(f"exit:{sym}", due, functools.partial(self._time_exit, sym), priority=EXITS_FIRST)
+
+    async def _time_exit(self, symbol: str) -> None:
+        """A position's time is up: a monitor pass closes it (and, if the venue refuses,
+        the next passes retry)."""
+        await self.run_monitor()
 
     async def stop(self) -> None:
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        self.scheduler = None
+        self.timers.stop()
         if self._bridge is not None:
             logging.getLogger("engine.venues").removeHandler(self._bridge)
             self._bridge = None
         self._log("info", "scalpdesk engine stopped", "STOP")
 
     async def _guard(self, fn: Callable[[], object]) -> bool:
-        """Run blocking work in a thread; turn failures into log lines and health."""
+        """Run blocking work off the loop; turn failures into log lines and health."""
         try:
-            await asyncio.to_thread(fn)
+            await self._io(fn)
             return True
         except AuthError as e:
             self._degrade(f"venue refused the keys: {e}")
@@ -227,8 +295,11 @@ class Engine:
     # --- jobs -------------------------------------------------------------------
 
     async def run_monitor(self) -> None:
-        await self._guard(self.monitor.run_once)
-        await self.publish_account()
+        """A monitor pass; never two at once (a time exit due during a pass waits for it)."""
+        async with self._monitor_lock:
+            await self._guard(self.monitor.run_once)
+            self._arm_exits()
+            await self.publish_account()
 
     async def run_cleanup(self) -> None:
         def work() -> None:
@@ -238,31 +309,102 @@ class Engine:
 
         await self._guard(work)
 
-    async def publish_account(self) -> None:
-        def work() -> AccountUpdated:
-            now = self.clock.now()
-            day = datetime.fromtimestamp(now, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-            return AccountUpdated(
-                ts=now,
-                level="debug",
-                balance=self.venue.balance(),
-                realised_today=self.store.realised_pnl_since(day.timestamp()),
-            )
+    # --- today's figures ----------------------------------------------------------
 
+    def _rebuild_today(self) -> None:
+        """Read today's trades once; closes keep the figures from then on."""
+        self._day = day_start(self.clock.now())
+        trades = self.store.trades(since=self._day, limit=1_000_000)
+        self._today_pnl = sum(t.pnl for t in trades)
+        self._today_trades = len(trades)
+
+    def _roll_day(self, now: float) -> None:
+        day = day_start(now)
+        if day != self._day:
+            self._day, self._today_pnl, self._today_trades = day, 0.0, 0
+
+    def _count_close(self, closed_at: float, pnl: float) -> None:
+        self._roll_day(self.clock.now())
+        if closed_at >= self._day:
+            self._today_pnl += pnl
+            self._today_trades += 1
+
+    async def publish_account(self) -> None:
         try:
-            self.emit(await asyncio.to_thread(work))
+            balance = await self._io(self.venue.balance)
         except VenueError as e:
             self._log("warning", f"balance unavailable: {e}", "VENUE_ERROR")
+            return
+        now = self.clock.now()
+        self._roll_day(now)
+        self.emit(AccountUpdated(ts=now, level="debug", balance=balance, realised_today=self._today_pnl,
+                                 trades_today=self._today_trades))
 
-    def _snapshot(self, symbols: list[str]) -> MarketSnapshot:
+    # --- the market -----------------------------------------------------------------
+
+    def _tickers(self, symbols: list[str]) -> dict[str, Ticker]:
+        """Every symbol's ticker, in one request where the venue can; a symbol that fails is left out."""
+        bulk = getattr(self.venue, "tickers", None)
+        if bulk is not None:
+            return bulk(symbols)
+        out = {}
+        for sym in symbols:
+            try:
+                out[sym] = self.venue.ticker(sym)
+            except VenueError as e:
+                if isinstance(e, AuthError):
+                    raise
+                self._market_failure(sym, e)
+        return out
+
+    def _market(self, symbol: str, now: float) -> SymbolMarket:
+        """The symbol's candles and indicators, fetching only 1m candles that closed since
+        the last look (the whole history on the first look, or after a long absence)."""
+        m = self.market.get(symbol)
+        last_closed = now - now % 60 - 60  # start of the newest 1m candle that has closed
+        if m is None or m.last_1m is None or last_closed - m.last_1m > KLINE_REFETCH_MAX * 60:
+            v = self.venue
+            m = SymbolMarket.from_klines(symbol, v.klines(symbol, 1, LOAD[1]), v.klines(symbol, 5, LOAD[5]),
+                                         v.klines(symbol, 15, LOAD[15]))
+            self.market[symbol] = m
+        elif last_closed > m.last_1m:
+            missing = int((last_closed - m.last_1m) // 60)
+            rows = self.venue.klines(symbol, 1, missing + 2)  # the forming one, and one to overlap
+            m.add_1m((k.start, k.open, k.high, k.low, k.close, k.volume) for k in rows[:-1])
+        return m
+
+    def _market_failure(self, symbol: str, e: Exception) -> None:
+        if symbol not in self._market_failed:
+            self._market_failed.add(symbol)
+            self._log("warning", f"{symbol}: market data unavailable ({e}); no decision for it until it is back",
+                      "MARKET_DATA")
+
+    def _features(self, symbols: list[str]) -> dict[str, SymbolFeatures]:
+        """Features of every symbol whose market data answered; the others are left out
+        (one symbol's outage does not hold the others)."""
+        now = self.clock.now()
+        tickers = self._tickers(symbols)
         feats = {}
         for sym in symbols:
-            feats[sym] = symbol_features(
-                self.venue.ticker(sym),
-                self.venue.klines(sym, 1, 200),
-                self.venue.klines(sym, 5, 100),
-                self.venue.klines(sym, 15, 100),
-            )
+            ticker = tickers.get(sym)
+            if ticker is None:
+                continue
+            try:
+                feats[sym] = self._market(sym, now).features(ticker)
+            except VenueError as e:
+                if isinstance(e, AuthError):
+                    raise
+                self._market_failure(sym, e)
+                continue
+            if sym in self._market_failed:
+                self._market_failed.discard(sym)
+                self._log("info", f"{sym}: market data is back", "MARKET_DATA")
+        if not feats:
+            raise VenueError("no market data for any symbol")
+        return feats
+
+    def _snapshot(self, symbols: list[str]) -> MarketSnapshot:
+        feats = self._features(symbols)
         return MarketSnapshot(
             ts=self.clock.now(),
             symbols=feats,
@@ -272,6 +414,12 @@ class Engine:
             cooldowns=[c for c in self.store.cooldowns() if c.active(self.clock.now())],
             recent_trades=self.store.trades(limit=10),
         )
+
+    def _publish_market(self, snap: MarketSnapshot) -> None:
+        self.emit(MarketUpdated(
+            ts=snap.ts, level="debug", features=snap.symbols,
+            closes={s: self.market[s].closes_1m(60) for s in snap.symbols if s in self.market},
+        ))
 
     def _context(self, snap: MarketSnapshot) -> guardrails.ReviewContext:
         return guardrails.ReviewContext(
@@ -291,18 +439,19 @@ class Engine:
             self._log("warning", "decision cycle still running; this one is skipped", "CYCLE_SKIPPED")
             return
         async with self._cycle_lock:
-            self.next_cycle_at = self._next_cycle()
+            self.next_cycle_at = self.timers.due("decision")
             self._publish_state()
             if self.degraded:
                 return
             try:
-                snap = await asyncio.to_thread(self._snapshot, list(self.settings.symbols))
+                snap = await self._io(self._snapshot, list(self.settings.symbols))
             except VenueError as e:
                 if isinstance(e, AuthError):
                     self._degrade(f"venue refused the keys: {e}")
                 self._log("error", f"market snapshot failed: {e}; cycle skipped", "VENUE_ERROR")
                 return
             self.last_snapshot = snap
+            self._publish_market(snap)
             try:
                 result = await self.decider.decide(snap)
             except Exception as e:  # noqa: BLE001 - a decider failure holds, never trades
@@ -325,7 +474,7 @@ class Engine:
                     await self._dispose(decision, review, self._audit_for(decision.symbol, result.audit))
                     if review.actionable and review.order is not None:
                         # What this cycle already opened counts against the next decisions.
-                        ctx = self._context(await asyncio.to_thread(self._refresh, snap))
+                        ctx = self._context(await self._io(self._refresh, snap))
             finally:
                 await self._flush()
             said = [f"{d.symbol} {d.action.value}" for d in result.decisions] + [
@@ -375,13 +524,14 @@ class Engine:
             # One question per symbol: a newer proposal replaces the one still waiting.
             for did, old in list(self.pending.items()):
                 if old.record.decision.symbol == sym:
-                    del self.pending[did]
+                    self._unqueue(did)
                     od = old.record.decision
                     msg = f"{sym} {od.action.value} EXPIRED: replaced by a newer decision"
                     await self._record(old.record.model_copy(update={"status": "EXPIRED", "message": msg}), "info", update=True)
             expires = now + self.settings.approval_timeout_sec
             rec = record.model_copy(update={"status": "PENDING", "message": f"{sym} {act} waiting for approval"})
             self.pending[decision.decision_id] = Pending(rec, expires)
+            self.timers.at(f"expiry:{decision.decision_id}", expires, self.expire_pending, priority=HOUSEKEEPING)
             await self._record(rec, "warning", expires_at=expires)
 
     def _audit_for(self, symbol: str | None, audit: dict[str, object]) -> dict[str, object]:
@@ -399,18 +549,18 @@ class Engine:
         """Write the cycle's new decision records in one go (one write per history file)."""
         batch, self._batch = self._batch, None
         if batch:
-            await asyncio.to_thread(self.store.add_decisions, batch)
+            await self._io(self.store.add_decisions, batch)
 
     async def _record(self, record: DecisionRecord, level: str, expires_at: float | None = None, update: bool = False) -> None:
         if update:
             if self._batch:  # the record may still be waiting in this cycle's batch
                 batch, self._batch = self._batch, []
-                await asyncio.to_thread(self.store.add_decisions, batch)
-            await asyncio.to_thread(self.store.update_decision, record)
+                await self._io(self.store.add_decisions, batch)
+            await self._io(self.store.update_decision, record)
         elif self._batch is not None:
             self._batch.append(record)
         else:
-            await asyncio.to_thread(self.store.add_decision, record)
+            await self._io(self.store.add_decision, record)
         self.emit(
             DecisionEvent(
                 ts=self.clock.now(),
@@ -437,7 +587,7 @@ class Engine:
             return _outcome(intent, f"{d.symbol} {d.action.value}")
 
         try:
-            status, message, intent_id = await asyncio.to_thread(work)
+            status, message, intent_id = await self._io(work)
         except AuthError as e:
             self._degrade(f"venue refused the keys: {e}")
             status, message, intent_id = "FAILED", f"{d.symbol} {d.action.value} FAILED: {e}", None
@@ -447,13 +597,20 @@ class Engine:
             message = f"{message} ({review.summary()})"
         level = "error" if status == "FAILED" else "info"
         await self._record(record.model_copy(update={"status": status, "message": message, "intent_id": intent_id}), level, update=update)
+        self._arm_exits()
         await self.publish_account()
 
+    def _unqueue(self, decision_id: str) -> Pending | None:
+        """Take a decision off the approval queue, with its expiry timer."""
+        self.timers.cancel(f"expiry:{decision_id}")
+        return self.pending.pop(decision_id, None)
+
     async def expire_pending(self) -> None:
+        """Expire every pending decision whose time is up (each also has its own timer)."""
         now = self.clock.now()
         for did, p in list(self.pending.items()):
             if now >= p.expires_at:
-                del self.pending[did]
+                self._unqueue(did)
                 d = p.record.decision
                 await self._record(
                     p.record.model_copy(update={"status": "EXPIRED", "message": f"{d.symbol} {d.action.value} EXPIRED without approval"}),
@@ -492,10 +649,10 @@ class Engine:
             await self.expire_pending()
             self._log("warning", f"{d.symbol} {d.action.value} has expired and cannot be approved", "EXPIRED")
             return "expired: cannot be approved"
-        del self.pending[decision_id]
+        self._unqueue(decision_id)
         # The guardrails are checked again now: the market and the account have moved.
         try:
-            snap = await asyncio.to_thread(self._snapshot, [d.symbol])
+            snap = await self._io(self._snapshot, [d.symbol])
         except VenueError as e:
             rec = p.record.model_copy(update={"status": "FAILED", "message": f"{d.symbol} approve failed: {e}"})
             await self._record(rec, "error", update=True)
@@ -512,7 +669,7 @@ class Engine:
         return f"{d.symbol} {d.action.value} approved"
 
     async def reject(self, decision_id: str) -> str:
-        p = self.pending.pop(decision_id, None)
+        p = self._unqueue(decision_id)
         if p is None:
             return f"decision {decision_id} is not pending"
         d = p.record.decision
@@ -523,18 +680,19 @@ class Engine:
     async def force_close(self, symbol: str) -> str:
         self._log("warning", f"FORCE CLOSE requested for {symbol}", "FORCE_CLOSE")
         try:
-            intent = await asyncio.to_thread(self.executor.close, symbol, CloseReason.FORCE_CLOSE)
+            intent = await self._io(self.executor.close, symbol, CloseReason.FORCE_CLOSE)
         except VenueError as e:
             self._log("error", f"FORCE CLOSE {symbol} failed: {e}", "FORCE_CLOSE")
             return f"force close {symbol} failed: {e}"
-        await asyncio.to_thread(self.monitor.publish)
+        await self._io(self.monitor.publish)
+        self._arm_exits()
         await self.publish_account()
         return _outcome(intent, f"{symbol} FORCE CLOSE")[1]
 
     async def close_all(self) -> str:
         self.pause(True)
         self._log("warning", "CLOSE ALL: closing every position; new entries paused", "CLOSE_ALL")
-        positions = await asyncio.to_thread(self.venue.positions)
+        positions = await self._io(self.venue.positions)
         answers = [await self.force_close(p.symbol) for p in positions]
         return "; ".join(answers) or "no positions to close"
 

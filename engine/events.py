@@ -12,6 +12,7 @@ from engine.models import (
     Cooldown,
     DecisionRecord,
     PositionMeta,
+    SymbolFeatures,
     Trade,
     VenuePosition,
 )
@@ -65,6 +66,15 @@ class AccountUpdated(BaseEvent):
     kind: Literal["account"] = "account"
     balance: Balance
     realised_today: float
+    trades_today: int = 0
+
+
+class MarketUpdated(BaseEvent):
+    """What the deciders saw this cycle, per symbol, and the last hour of 1m closes."""
+
+    kind: Literal["market"] = "market"
+    features: dict[str, SymbolFeatures]
+    closes: dict[str, list[float]] = {}
 
 
 class EngineState(BaseEvent):
@@ -98,6 +108,7 @@ Event = Annotated[
         PositionsUpdated,
         CooldownStarted,
         AccountUpdated,
+        MarketUpdated,
         EngineState,
         UsageUpdated,
     ],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.clock import Clock, SystemClock
+from engine.clock import Clock, ScaledClock, SystemClock
 from engine.config import Settings, SettingsError
 from engine.deciders.base import Decider
 from engine.deciders.rules import RuleDecider
@@ -15,7 +15,9 @@ from engine.venues.simfeed import SimFeed
 
 def build_venue(settings: Settings, clock: Clock) -> Venue:
     if settings.venue == "sim":
-        feed = SimFeed(list(settings.symbols), seed=settings.sim_seed, start=clock.now(), speed=settings.sim_speed)
+        # The market follows the engine's clock one to one: at --speed N that clock runs
+        # N times faster (engine_clock), so the market and every engine timer move together.
+        feed = SimFeed(list(settings.symbols), seed=settings.sim_seed, start=clock.now())
         return PaperVenue(feed, clock, equity=settings.paper_equity, name="sim")
     if settings.venue == "paper":
         # Live prices from Bybit's public market endpoints (no keys), simulated fills.
@@ -46,9 +48,16 @@ def build_decider(settings: Settings) -> Decider:
     raise SettingsError(f"invalid setting SCALPDESK_DECIDER={settings.decider!r}: use rules or openai")
 
 
+def engine_clock(settings: Settings) -> Clock:
+    """The wall clock, or on the simulated market at --speed N a clock N times faster."""
+    if settings.venue == "sim" and settings.sim_speed != 1:
+        return ScaledClock(settings.sim_speed)
+    return SystemClock()
+
+
 def build_engine(settings: Settings, clock: Clock | None = None, *, headless: bool = False) -> Engine:
     """Everything wired; the store's lock is held until engine.store.close()."""
-    clock = clock or SystemClock()
+    clock = clock or engine_clock(settings)
     venue = build_venue(settings, clock)
     decider = build_decider(settings)
     store = StateStore(settings.state_dir, history_retention_days=settings.history_retention_days)

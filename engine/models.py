@@ -228,8 +228,17 @@ class PositionMeta(Model):
     open_fee: float = 0.0  # USDT paid to open (the close's fee is added when it closes)
     decision_id: str | None = None  # the decision that opened it
 
+    @property
+    def due_at(self) -> float:
+        """When its time exit falls due: the one rule the monitor, the exit timers and
+        the console's countdowns share."""
+        return self.opened_at + self.time_in_trade_limit_sec
+
+    def is_due(self, now: float) -> bool:
+        return now >= self.due_at
+
     def seconds_left(self, now: float) -> float:
-        return self.opened_at + self.time_in_trade_limit_sec - now
+        return self.due_at - now
 
 
 class Cooldown(Model):

@@ -71,7 +71,7 @@ class Monitor:
             meta = self.store.get_position(sym)
             if meta is None:
                 continue
-            if now - meta.opened_at >= meta.time_in_trade_limit_sec:
+            if meta.is_due(now):
                 expired.append((pos, meta))
             elif not meta.trailing_armed and meta.trail_activation_roi and pos.roi_pct >= meta.trail_activation_roi:
                 if self._arm_trailing(pos, meta):

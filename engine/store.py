@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from tinydb import Query, TinyDB
+from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 from tinydb.table import Table
 
@@ -45,6 +47,7 @@ HISTORY_DIR = "history"
 _PART_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}\.json$")
 _OPEN_PARTS = 4  # TinyDB instances kept open (each remembers its tables' next ids)
 _TEMP_GLOB = ".*.tmp"  # what atomic_write leaves behind if it is killed mid-write
+RECENT_TRADES = 200  # newest trades kept in memory (a cycle reads the last 10)
 
 
 class StoreError(Exception):
@@ -219,37 +222,59 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, payload: bytes) -> None:
-    """Replace `path` with `payload` so that a crash at any moment leaves the old or the new file."""
+def atomic_write(path: Path, payload: bytes, fsync: bool = True) -> None:
+    """Replace `path` with `payload` so that a crash at any moment leaves the old or the new file
+    (fsync=False: the same rename, without waiting for the disk)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with open(fd, "wb") as f:
             f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if fsync:
+        _fsync_dir(path.parent)
 
 
 class AtomicJSONStorage(Storage):
     """TinyDB storage that replaces its file atomically on every write.
 
-    No handle is kept open and nothing is cached: every write is durable when it returns,
-    and nothing is created until the first write.
+    No handle is kept open and nothing is cached here: every write is durable when it
+    returns (fsync=False: atomic but not flushed to the disk, for throwaway state), and
+    nothing is created until the first write.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, fsync: bool = True) -> None:
         self.path = Path(path)
+        self.fsync = fsync
+        self._seen: tuple[int, int, int] | None = None  # the file as we last read or wrote it
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def read(self) -> dict[str, dict[str, Any]] | None:
-        return _load(self.path)
+        data = _load(self.path)
+        self._seen = self._stat()
+        return data
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        atomic_write(self.path, json.dumps(data, ensure_ascii=False, allow_nan=False).encode())
+        # Reads come from memory, so a file changed behind our back is only seen here:
+        # refuse to write over it (it may be an operator's repair, or damage to look at).
+        if self._stat() != self._seen:
+            _load(self.path)  # says what is wrong with it, if anything is
+            raise StoreCorrupt(self.path, "was changed by another program while scalpdesk held the state "
+                                          "directory; stop scalpdesk and check it (scalpdesk state check)")
+        atomic_write(self.path, json.dumps(data, ensure_ascii=False, allow_nan=False).encode(), fsync=self.fsync)
+        self._seen = self._stat()
 
 
 # --- the lock -----------------------------------------------------------------------------
@@ -285,7 +310,13 @@ def _locked(method: Callable[P, R]) -> Callable[P, R]:
         with self._lock:
             if self._closed:
                 raise StoreError(f"the store on {self.state_dir} is closed")
-            return method(*args, **kwargs)
+            if self._broken is not None:
+                raise self._broken
+            try:
+                return method(*args, **kwargs)
+            except StoreCorrupt as e:
+                self._broken = e  # nothing more is read or written until an operator looks
+                raise
 
     return wrapper
 
@@ -294,16 +325,27 @@ class StateStore:
     """Durable engine state in one directory, held by one process at a time.
 
     All times are passed in (epoch seconds); the store never reads a clock.
+
+    The hot state (intents, positions, cooldowns) is read from memory: this process
+    holds the directory's lock, so it is the only writer and its own copy is the truth.
+    Every change is written through to state.json at once (atomic, fsynced) before the
+    call returns. The newest trades are kept in memory too, so a decision cycle never
+    re-reads history files.
+
+    durable=False (a replay's throwaway directory) keeps writes in memory until flush()
+    or close() and skips fsync: a replay is rerun, never recovered.
     """
 
-    def __init__(self, state_dir: Path, history_retention_days: int = 30) -> None:
+    def __init__(self, state_dir: Path, history_retention_days: int = 30, *, durable: bool = True) -> None:
         if history_retention_days < 0:
             raise ValueError("history_retention_days must not be negative")
         self.state_dir = Path(state_dir)
         self.history_dir = self.state_dir / HISTORY_DIR
         self.history_retention_days = history_retention_days
+        self.durable = durable
         self._lock = threading.RLock()
         self._closed = True
+        self._broken: StoreCorrupt | None = None
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = _acquire_lock(self.state_dir)
         try:
@@ -318,22 +360,48 @@ class StateStore:
             raise
         self._state_path = self.state_dir / STATE_FILE
         self._days: dict[str, TinyDB] = {}  # kept so TinyDB remembers each table's next id
-        self._hot = TinyDB(self._state_path, storage=AtomicJSONStorage)
+        self._hot = self._tinydb(self._state_path)
+        self._intents: dict[str, Intent] = {i.intent_id: i for i in self._records("intents")}
+        self._positions: dict[str, PositionMeta] = {m.symbol: m for m in self._records("positions")}
+        self._cooldowns: dict[str, Cooldown] = {c.symbol: c for c in self._records("cooldowns")}
+        self._recent: deque[Trade] = deque(islice(self._history("journal"), RECENT_TRADES))
+        # Every trade is in memory when the journal held fewer than RECENT_TRADES.
+        self._recent_complete = len(self._recent) < RECENT_TRADES
         self._closed = False
+
+    def _tinydb(self, path: Path) -> TinyDB:
+        """TinyDB over the atomic file storage behind TinyDB's cache: reads come from
+        memory; each write reaches the file at once (durable), or at flush() (not)."""
+        db = TinyDB(path, storage=CachingMiddleware(functools.partial(AtomicJSONStorage, fsync=self.durable)))
+        db.storage.WRITE_CACHE_SIZE = 1 if self.durable else 1_000_000_000
+        return db
 
     def _release_lock(self) -> None:
         os.ftruncate(self._lock_fd, 0)  # the pid in it would be stale
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         os.close(self._lock_fd)
 
+    @_locked
+    def flush(self) -> None:
+        """Write what is still only in memory (durable stores have nothing pending)."""
+        self._hot.storage.flush()
+        for db in self._days.values():
+            db.storage.flush()
+
     def close(self) -> None:
-        """Release the directory; further calls on this store raise StoreError."""
+        """Write what is pending, release the directory; further calls raise StoreError."""
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            self._hot.close()
-            self._release_lock()
+            try:
+                if self._broken is None:
+                    self.flush()
+                    for db in self._days.values():
+                        db.close()
+                    self._hot.close()
+            finally:
+                self._closed = True
+                self._release_lock()
 
     def __enter__(self) -> StateStore:
         return self
@@ -354,10 +422,9 @@ class StateStore:
         else:
             table.insert(doc)
 
-    def _records(self, name: str, cond: Any = None) -> list[Any]:
+    def _records(self, name: str) -> list[Any]:
         table = self._hot.table(name)
-        docs = table.all() if cond is None else table.search(cond)
-        return [_parse(self._state_path, name, HOT_TABLES[name], str(d.doc_id), d) for d in docs]
+        return [_parse(self._state_path, name, HOT_TABLES[name], str(d.doc_id), d) for d in table.all()]
 
     # --- intents
 
@@ -366,66 +433,79 @@ class StateStore:
         """Insert the intent, or replace the one with the same intent_id."""
         cond = Query().intent_id == intent.intent_id
         self._put(self._hot.table("intents"), intent.model_dump(mode="json"), cond)
+        self._intents[intent.intent_id] = intent
 
     @_locked
     def get_intent(self, intent_id: str) -> Intent | None:
-        found = self._records("intents", Query().intent_id == intent_id)
-        return found[0] if found else None
+        return self._intents.get(intent_id)
 
     @_locked
     def intents(self, status: IntentStatus | None = None) -> list[Intent]:
         """All intents (or those with `status`), oldest first."""
-        cond = None if status is None else Query().status == status.value
-        return sorted(self._records("intents", cond), key=lambda i: i.created_at)
+        found = (i for i in self._intents.values() if status is None or i.status is status)
+        return sorted(found, key=lambda i: i.created_at)
 
     @_locked
     def delete_intents_older_than(self, cutoff: float) -> int:
         """Delete intents created before `cutoff`, except EXECUTING ones: those await reconciliation."""
-        q = Query()
-        cond = (q.created_at < cutoff) & (q.status != IntentStatus.EXECUTING.value)
-        return len(self._hot.table("intents").remove(cond))
+        old = [i.intent_id for i in self._intents.values()
+               if i.created_at < cutoff and i.status is not IntentStatus.EXECUTING]
+        if old:
+            gone = set(old)
+            self._hot.table("intents").remove(Query().intent_id.one_of(gone))
+            for intent_id in old:
+                del self._intents[intent_id]
+        return len(old)
 
     # --- positions
 
     @_locked
     def put_position(self, meta: PositionMeta) -> None:
         self._put(self._hot.table("positions"), meta.model_dump(mode="json"), Query().symbol == meta.symbol)
+        self._positions[meta.symbol] = meta
 
     @_locked
     def get_position(self, symbol: str) -> PositionMeta | None:
-        found = self._records("positions", Query().symbol == symbol)
-        return found[0] if found else None
+        return self._positions.get(symbol)
 
     @_locked
     def positions(self) -> list[PositionMeta]:
         """All position metadata, by symbol."""
-        return sorted(self._records("positions"), key=lambda m: m.symbol)
+        return [self._positions[s] for s in sorted(self._positions)]
 
     @_locked
     def delete_position(self, symbol: str) -> bool:
         """Forget the position's metadata; True if there was any."""
-        return bool(self._hot.table("positions").remove(Query().symbol == symbol))
+        if self._positions.pop(symbol, None) is None:
+            return False
+        self._hot.table("positions").remove(Query().symbol == symbol)
+        return True
 
     # --- cooldowns
 
     @_locked
     def put_cooldown(self, c: Cooldown) -> None:
         self._put(self._hot.table("cooldowns"), c.model_dump(mode="json"), Query().symbol == c.symbol)
+        self._cooldowns[c.symbol] = c
 
     @_locked
     def get_cooldown(self, symbol: str) -> Cooldown | None:
-        found = self._records("cooldowns", Query().symbol == symbol)
-        return found[0] if found else None
+        return self._cooldowns.get(symbol)
 
     @_locked
     def cooldowns(self) -> list[Cooldown]:
         """All cooldowns, expired ones included until cleanup, by symbol."""
-        return sorted(self._records("cooldowns"), key=lambda c: c.symbol)
+        return [self._cooldowns[s] for s in sorted(self._cooldowns)]
 
     @_locked
     def delete_expired_cooldowns(self, now: float) -> int:
         """Delete cooldowns whose `until` has come (not active at `now`); returns how many."""
-        return len(self._hot.table("cooldowns").remove(Query().until <= now))
+        done = [c.symbol for c in self._cooldowns.values() if c.until <= now]
+        if done:
+            self._hot.table("cooldowns").remove(Query().until <= now)
+            for symbol in done:
+                del self._cooldowns[symbol]
+        return len(done)
 
     # --- history
 
@@ -439,18 +519,20 @@ class StateStore:
         if part not in self._days:
             self.history_dir.mkdir(mode=0o700, exist_ok=True)
             while len(self._days) >= _OPEN_PARTS:
-                self._days.pop(min(self._days))
-            self._days[part] = TinyDB(self.history_dir / f"{part}.json", storage=AtomicJSONStorage)
+                self._days.pop(min(self._days)).close()  # writes what it still holds
+            self._days[part] = self._tinydb(self.history_dir / f"{part}.json")
         return self._days[part]
 
     def _day_files(self) -> list[Path]:
-        """History files, newest hour first."""
-        if not self.history_dir.is_dir():
-            return []
-        return sorted((p for p in self.history_dir.glob("*.json") if _PART_FILE.match(p.name)), reverse=True)
+        """History files (on disk, or open and not written yet), newest hour first."""
+        on_disk = set(self.history_dir.glob("*.json")) if self.history_dir.is_dir() else set()
+        parts = {p for p in on_disk if _PART_FILE.match(p.name)}
+        parts.update(self.history_dir / f"{part}.json" for part in self._days)
+        return sorted(parts, reverse=True)
 
     def _history(self, name: str, since: float | None = None) -> Iterator[Any]:
-        """Records of one history table, newest first, read file by file, newest first."""
+        """Records of one history table, newest first, read file by file, newest first
+        (an open file from TinyDB's cache, which holds what is not written yet)."""
         spec = HISTORY_TABLES[name]
         stamp = spec.stamp
         assert stamp is not None
@@ -458,7 +540,9 @@ class StateStore:
         for path in self._day_files():
             if first_day is not None and path.stem < first_day:
                 return
-            docs = ((_load(path) or {}).get(name) or {}).items()
+            db = self._days.get(path.stem)
+            data = db.storage.read() if db is not None else _load(path)
+            docs = ((data or {}).get(name) or {}).items()
             records = [(_parse(path, name, spec, i, d), int(i)) for i, d in docs]
             # Newest first; among equal stamps the later-written document first.
             records.sort(key=lambda r: (getattr(r[0], stamp), r[1]), reverse=True)
@@ -496,10 +580,29 @@ class StateStore:
     @_locked
     def add_trade(self, t: Trade) -> None:
         self._day_db(t.closed_at).table("journal").insert(t.model_dump(mode="json"))
+        recent = self._recent
+        if len(recent) == recent.maxlen:
+            self._recent_complete = False
+        i = 0  # newest first, as _history reads them (a later write first among equal times)
+        while i < len(recent) and recent[i].closed_at > t.closed_at:
+            i += 1
+        recent.insert(i, t)
+        if len(recent) > RECENT_TRADES:  # deque.insert refuses a full deque with a maxlen
+            recent.pop()
 
     @_locked
     def trades(self, since: float | None = None, limit: int = 100) -> list[Trade]:
-        """The newest `limit` trades closed at or after `since`, newest first."""
+        """The newest `limit` trades closed at or after `since`, newest first (from
+        memory when the newest trades kept there answer it)."""
+        out: list[Trade] = []
+        for t in self._recent:
+            if len(out) >= limit:
+                return out
+            if since is not None and t.closed_at < since:
+                return out
+            out.append(t)
+        if self._recent_complete or len(out) >= limit:
+            return out
         return list(islice(self._history("journal", since), limit))
 
     @_locked
@@ -519,9 +622,17 @@ class StateStore:
         removed = 0
         for path in self._day_files():
             if path.stem[:10] < oldest_kept:
-                path.unlink()
-                self._days.pop(path.stem, None)
+                db = self._days.pop(path.stem, None)
+                if db is not None:
+                    db.storage.WRITE_CACHE_SIZE = 1_000_000_000  # closing it must not write it back
+                    db.close()
+                path.unlink(missing_ok=True)
                 removed += 1
+        if removed:
+            cutoff = datetime.fromisoformat(oldest_kept).replace(tzinfo=UTC).timestamp()
+            kept = [t for t in self._recent if t.closed_at >= cutoff]
+            if len(kept) < len(self._recent):
+                self._recent = deque(kept, maxlen=RECENT_TRADES)
         if removed:
             _fsync_dir(self.history_dir)
         return {"intents": intents, "cooldowns": cooldowns, "history_files": removed}

@@ -24,6 +24,9 @@ def scene_rig(state_dir, *, venue_name: str = "sim", **settings) -> Rig:
     clock = ManualClock()
     feed = SimFeed(SYMBOLS, seed=7, start=clock.now())
     venue = PaperVenue(feed, clock, name=venue_name)
+    # Cycles are run by hand (each with the scripted decisions of its step); the hourly
+    # scheduled one does not fall inside a scene.
+    settings.setdefault("decision_interval_sec", 3600)
     rig = make_rig(state_dir, clock=clock, feed=feed, venue=venue, symbols=",".join(SYMBOLS), **settings)
     calm(rig)
     return rig
@@ -56,6 +59,11 @@ def decision(symbol: str, action: Action = Action.OPEN_LONG, **over):
     return long_btc(**base)
 
 
+async def wait(rig: Rig, seconds: float) -> None:
+    """Let market time pass with the engine's own timers firing (cycles, monitor, expiries)."""
+    await rig.engine.timers.run_until(rig.clock.now() + seconds)
+
+
 async def busy_desk(pilot: Pilot, rig: Rig) -> None:
     """Two positions (one in its last minute), a cooldown, two pending decisions, and a
     history with EXECUTED, REJECTED, EXPIRED and BLOCKED: the main screen in full."""
@@ -65,26 +73,25 @@ async def busy_desk(pilot: Pilot, rig: Rig) -> None:
     rig.decider.push(decision("SOLUSDT", Action.OPEN_SHORT, time_in_trade_limit_sec=1200, confidence=0.8))
     await e.run_decision_cycle()
     await e.approve(next(iter(e.pending)))
-    rig.clock.advance(300)
+    await wait(rig, 300)
     # XRP proposed and rejected; DOGE proposed and left to expire
     rig.decider.push(decision("XRPUSDT"), decision("DOGEUSDT", Action.OPEN_SHORT, confidence=0.7))
     await e.run_decision_cycle()
     xrp, doge = list(e.pending)
     await e.reject(xrp)
-    rig.clock.advance(rig.settings.approval_timeout_sec + 1)
-    await e.expire_pending()
+    await wait(rig, rig.settings.approval_timeout_sec + 1)  # DOGE's expiry timer fires
     # ETH long, force closed: a cooldown
     rig.decider.push(decision("ETHUSDT"))
     await e.run_decision_cycle()
     await e.approve(next(iter(e.pending)))
-    rig.clock.advance(200)
+    await wait(rig, 200)
     await e.force_close("ETHUSDT")
-    rig.clock.advance(79)
+    await wait(rig, 79)
     # BTC long with 30 minutes
     rig.decider.push(decision("BTCUSDT"))
     await e.run_decision_cycle()
     await e.approve(next(iter(e.pending)))
-    rig.clock.advance(440)
+    await wait(rig, 440)
     # ETH again (blocked by its cooldown), XRP and DOGE waiting for the operator
     rig.decider.push(
         decision("ETHUSDT"),
@@ -92,7 +99,7 @@ async def busy_desk(pilot: Pilot, rig: Rig) -> None:
         decision("DOGEUSDT", Action.OPEN_SHORT, confidence=0.66, tp_pct=1.8, sl_pct=1.2),
     )
     await e.run_decision_cycle()
-    rig.clock.advance(41)
+    await wait(rig, 41)
     await e.run_monitor()
     await settle(pilot)
     pilot.app.clear_notifications()

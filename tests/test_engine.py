@@ -24,23 +24,32 @@ def decisions(rig, status=None):
     return [e.record for e in rig.events if isinstance(e, DecisionEvent) and (status is None or e.record.status == status)]
 
 
-async def test_jobs_are_scheduled_with_the_settings_intervals(tmp_path):
+async def test_jobs_are_armed_on_the_engine_clock_with_the_settings_intervals(tmp_path):
     rig = make_rig(tmp_path / "s", decision_interval_sec=45, monitor_interval_sec=15, cleanup_interval_sec=600)
     try:
         await rig.engine.start()
-        jobs = {j.id: j.trigger.interval.total_seconds() for j in rig.engine.scheduler.get_jobs()}
-        assert jobs == {"decision": 45, "monitor": 15, "cleanup": 600, "expiry": 1}
-        assert all(j.max_instances == 1 and j.coalesce for j in rig.engine.scheduler.get_jobs())
-        assert rig.engine.next_cycle_at == rig.clock.now() + 45
+        t, now = rig.engine.timers, rig.clock.now()
+        assert {j: t.due(j) for j in t.ids()} == {
+            "monitor": now + 15, "decision": now + 45, "cleanup": now + 600, "day": now + 86_400,  # the clock starts at 00:00 UTC
+        }
+        assert rig.engine.next_cycle_at == now + 45
     finally:
         await rig.engine.stop()
         rig.store.close()
 
 
-async def test_the_scheduler_really_runs_the_monitor(tmp_path):
-    rig = make_rig(tmp_path / "s", monitor_interval_sec=1)
+async def test_a_clock_that_runs_by_itself_fires_the_jobs_through_apscheduler(tmp_path):
+    """At --speed 30 a 15 s monitor interval is half a wall second."""
+    from engine.clock import ScaledClock
+    from engine.timers import SchedulerTimers
+
+    clock = ScaledClock(30)
+    rig = make_rig(tmp_path / "s", clock=clock, monitor_interval_sec=15)
     try:
+        assert isinstance(rig.engine.timers, SchedulerTimers)
         await rig.engine.start()
+        job = rig.engine.timers._sched.get_job("monitor")
+        assert job.trigger.interval.total_seconds() == 0.5 and job.max_instances == 1 and job.coalesce
         before = sum(e.kind == "positions" for e in rig.events)
         for _ in range(50):
             await asyncio.sleep(0.1)
@@ -268,9 +277,10 @@ async def test_a_cycle_run_by_hand_does_not_move_the_next_scheduled_one(tmp_path
     rig = make_rig(tmp_path / "s", decision_interval_sec=45)
     try:
         await rig.engine.start()
-        scheduled = rig.engine.scheduler.get_job("decision").next_run_time.timestamp()
+        scheduled = rig.engine.timers.due("decision")
+        rig.clock.advance(10)
         await rig.engine.run_decision_cycle()
-        assert rig.engine.next_cycle_at == scheduled
+        assert rig.engine.next_cycle_at == scheduled == rig.clock.now() + 35
     finally:
         await rig.engine.stop()
         rig.store.close()

@@ -550,7 +550,7 @@ def test_add_decisions_writes_each_history_file_once(tmp_path: Path, monkeypatch
 
     writes: list[str] = []
     real = store_mod.atomic_write
-    monkeypatch.setattr(store_mod, "atomic_write", lambda path, payload: (writes.append(Path(path).name), real(path, payload))[1])
+    monkeypatch.setattr(store_mod, "atomic_write", lambda path, payload, **kw: (writes.append(Path(path).name), real(path, payload, **kw))[1])
     with StateStore(tmp_path) as s:
         s.add_decisions([record(DAY + HOUR, f"d-{n}") for n in range(5)] + [record(DAY + 2 * HOUR, "d-9")])
         assert sorted(writes) == ["2026-01-01T01.json", "2026-01-01T02.json"]
@@ -564,7 +564,7 @@ def test_every_put_is_one_durable_write(tmp_path: Path, monkeypatch) -> None:
 
     writes: list[str] = []
     real = store_mod.atomic_write
-    monkeypatch.setattr(store_mod, "atomic_write", lambda path, payload: (writes.append(Path(path).name), real(path, payload))[1])
+    monkeypatch.setattr(store_mod, "atomic_write", lambda path, payload, **kw: (writes.append(Path(path).name), real(path, payload, **kw))[1])
     with StateStore(tmp_path) as s:
         for put in (lambda: s.put_intent(intent("o-1")), lambda: s.put_position(position()), lambda: s.put_cooldown(cooldown())):
             writes.clear()

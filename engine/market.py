@@ -1,0 +1,247 @@
+"""One symbol's market kept incrementally: its closed 1m, 5m and 15m candles and the
+indicators deciders and guardrails read, updated once per closed candle.
+
+A decision cycle costs a few additions per new candle instead of recomputing EMAs,
+RSI and ATR over 100 candles × 3 timeframes × every symbol. 5m and 15m candles are
+folded from the closed 1m candles (their OHLCV is exactly what the venue would
+report), so after the first load only 1m candles are fetched, and only once one has
+closed. The indicators are the textbook recursions of engine.indicators (EMA seeded
+with its first value, Wilder's ATR and RSI seeded with a simple mean), run over all
+the candles seen rather than re-seeded on a sliding window.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from engine.models import Kline, SymbolFeatures, Ticker
+
+# (start, open, high, low, close, volume): a closed candle
+Row = tuple[float, float, float, float, float, float]
+
+KEEP_1M = 200  # closed 1m candles kept (15 min returns, 1 h sparkline, volume windows)
+KEEP_5M = 100
+KEEP_15M = 100
+# What a cold start reads from the venue: the deciders want 100 × 15m of history.
+LOAD = {1: KEEP_1M, 5: KEEP_5M, 15: KEEP_15M}
+FLAT_PCT = 0.02  # a fast EMA within this many percent of the slow one is no trend
+
+
+class Ema:
+    """Exponential moving average, seeded with the first value."""
+
+    __slots__ = ("k", "value", "prev")
+
+    def __init__(self, period: int) -> None:
+        self.k = 2.0 / (period + 1)
+        self.value: float | None = None
+        self.prev: float | None = None
+
+    def add(self, x: float) -> None:
+        self.prev = self.value
+        self.value = x if self.value is None else self.value + self.k * (x - self.value)
+
+
+class Wilder:
+    """Wilder's smoothing: the mean of the first `period` samples, then (v·(n−1)+x)/n."""
+
+    __slots__ = ("period", "n", "value")
+
+    def __init__(self, period: int = 14) -> None:
+        self.period = period
+        self.n = 0
+        self.value = 0.0
+
+    def add(self, x: float) -> None:
+        if self.n < self.period:
+            self.n += 1
+            self.value += (x - self.value) / self.n
+        else:
+            self.value = (self.value * (self.period - 1) + x) / self.period
+
+
+class Frame:
+    """One timeframe's closed candles and indicators."""
+
+    __slots__ = ("rows", "fast", "slow", "atr", "gain", "loss", "prev_close")
+
+    def __init__(self, keep: int) -> None:
+        self.rows: deque[Row] = deque(maxlen=keep)
+        self.fast, self.slow = Ema(9), Ema(21)
+        self.atr, self.gain, self.loss = Wilder(), Wilder(), Wilder()
+        self.prev_close: float | None = None
+
+    def add(self, row: Row) -> None:
+        _, _, high, low, close, _ = row
+        pc = self.prev_close
+        tr = high - low
+        if pc is not None:
+            tr = max(tr, abs(high - pc), abs(low - pc))
+            delta = close - pc
+            self.gain.add(delta if delta > 0 else 0.0)
+            self.loss.add(-delta if delta < 0 else 0.0)
+        self.atr.add(tr)
+        self.fast.add(close)
+        self.slow.add(close)
+        self.prev_close = close
+        self.rows.append(row)
+
+    @property
+    def last_start(self) -> float | None:
+        return self.rows[-1][0] if self.rows else None
+
+    def closes(self) -> list[float]:
+        return [r[4] for r in self.rows]
+
+    def rsi(self) -> float:
+        if self.gain.n == 0:
+            return 50.0
+        if self.loss.value == 0:
+            return 100.0 if self.gain.value > 0 else 50.0
+        return 100.0 - 100.0 / (1.0 + self.gain.value / self.loss.value)
+
+    def trend(self) -> int:
+        f, s = self.fast.value, self.slow.value
+        if f is None or s is None or not s or len(self.rows) < 2:
+            return 0
+        gap = (f / s - 1.0) * 100.0
+        return 1 if gap > FLAT_PCT else -1 if gap < -FLAT_PCT else 0
+
+    def slope_pct(self) -> float:
+        f, p = self.fast.value, self.fast.prev
+        if f is None or not p:
+            return 0.0
+        return (f / p - 1.0) * 100.0
+
+
+class _Fold:
+    """Folds closed 1m candles into the candle of a longer span being formed."""
+
+    __slots__ = ("span", "frame", "row")
+
+    def __init__(self, span: int, frame: Frame) -> None:
+        self.span = span
+        self.frame = frame
+        self.row: list[float] | None = None
+
+    def add(self, r: Row) -> None:
+        start = r[0] - r[0] % self.span
+        last = self.frame.last_start
+        if last is not None and start <= last:
+            return  # already in a closed candle of this span
+        cur = self.row
+        if cur is not None and cur[0] != start:
+            self._close()  # a gap: the candle in progress ended short
+            cur = None
+        if cur is None:
+            self.row = [start, r[1], r[2], r[3], r[4], r[5]]
+        else:
+            cur[2] = max(cur[2], r[2])
+            cur[3] = min(cur[3], r[3])
+            cur[4] = r[4]
+            cur[5] += r[5]
+        if r[0] + 60 >= start + self.span:  # its last minute is in: the candle is closed
+            self._close()
+
+    def _close(self) -> None:
+        if self.row is not None:
+            self.frame.add(tuple(self.row))  # type: ignore[arg-type]
+            self.row = None
+
+
+class SymbolMarket:
+    """Closed candles of one symbol on 1m/5m/15m and their indicators."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.m1, self.m5, self.m15 = Frame(KEEP_1M), Frame(KEEP_5M), Frame(KEEP_15M)
+        self._f5, self._f15 = _Fold(300, self.m5), _Fold(900, self.m15)
+
+    @classmethod
+    def from_klines(cls, symbol: str, k1: Sequence[Kline], k5: Sequence[Kline], k15: Sequence[Kline]) -> SymbolMarket:
+        """A market from the venue's candle lists (oldest first; the newest of each is
+        still forming and left out)."""
+        m = cls(symbol)
+        for frame, rows in ((m.m15, k15), (m.m5, k5)):
+            for k in _closed(rows):
+                frame.add(_row(k))
+        m.add_1m(_row(k) for k in _closed(k1))
+        return m
+
+    @property
+    def last_1m(self) -> float | None:
+        """Start of the newest closed 1m candle."""
+        return self.m1.last_start
+
+    def add_1m(self, rows: Iterable[Row]) -> int:
+        """Closed 1m candles, oldest first; ones already seen are skipped. Returns how many were new."""
+        n = 0
+        for r in rows:
+            last = self.m1.last_start
+            if last is not None and r[0] <= last:
+                continue
+            self.m1.add(r)
+            self._f5.add(r)
+            self._f15.add(r)
+            n += 1
+        return n
+
+    def closes_1m(self, last: int = 60) -> list[float]:
+        rows = self.m1.rows
+        return [r[4] for r in list(rows)[-last:]]
+
+    def features(self, ticker: Ticker) -> SymbolFeatures:
+        price = ticker.last
+        m1, m5, m15 = self.m1, self.m5, self.m15
+        rows1 = m1.rows
+        closes1 = [r[4] for r in list(rows1)[-16:]]
+        closes5 = [r[4] for r in list(m5.rows)[-13:]]
+        vols = [r[5] for r in list(rows1)[-25:]]
+        vol_recent = sum(vols[-5:])
+        vol_before = sum(vols[:-5]) / 4 if len(vols) > 5 else 0.0
+        mid = (ticker.bid + ticker.ask) / 2 or price
+        last = rows1[-1] if rows1 else None
+
+        def pct(x: float) -> float:
+            return x / price * 100.0 if price else 0.0
+
+        return SymbolFeatures(
+            symbol=ticker.symbol,
+            price=price,
+            bid=ticker.bid,
+            ask=ticker.ask,
+            spread_pct=(ticker.ask - ticker.bid) / mid * 100.0 if mid else 0.0,
+            funding_rate=ticker.funding_rate,
+            atr_pct_1m=pct(m1.atr.value),
+            atr_pct_5m=pct(m5.atr.value),
+            ret_1m_pct=_ret(closes1, 1),
+            ret_5m_pct=_ret(closes1, 5),
+            ret_15m_pct=_ret(closes1, 15),
+            ret_1h_pct=_ret(closes5, 12),
+            last_range_1m_pct=pct(last[2] - last[3]) if last else 0.0,
+            rsi_1m=m1.rsi(),
+            rsi_5m=m5.rsi(),
+            ema_slope_1m=m1.slope_pct(),
+            ema_slope_5m=m5.slope_pct(),
+            ema_slope_15m=m15.slope_pct(),
+            trend_1m=m1.trend(),
+            trend_5m=m5.trend(),
+            trend_15m=m15.trend(),
+            volume_change_pct=(vol_recent / vol_before - 1.0) * 100.0 if vol_before else 0.0,
+        )
+
+
+def _ret(closes: Sequence[float], bars: int) -> float:
+    if len(closes) <= bars or closes[-1 - bars] == 0:
+        return 0.0
+    return (closes[-1] / closes[-1 - bars] - 1.0) * 100.0
+
+
+def _row(k: Kline) -> Row:
+    return (k.start, k.open, k.high, k.low, k.close, k.volume)
+
+
+def _closed(klines: Sequence[Kline]) -> Sequence[Kline]:
+    # The newest candle is still forming; signals use closed candles only.
+    return klines[:-1] if len(klines) > 1 else klines
