@@ -188,7 +188,9 @@ def _after_cooldown(trades: Sequence[Trade], window_sec: float, default_cooldown
     """Indexes (into `trades`) of the first trade of a symbol opened within the window after
     its previous cooldown ended."""
     found: set[int] = set()
-    by_symbol = _groups(range(len(trades)), lambda i: trades[i].symbol)  # type: ignore[arg-type, return-value]
+    by_symbol: dict[str, list[int]] = {}
+    for i, t in enumerate(trades):
+        by_symbol.setdefault(t.symbol, []).append(i)
     for idxs in by_symbol.values():
         ordered = sorted(idxs, key=lambda i: (trades[i].opened_at, trades[i].closed_at))
         for prev_i, i in zip(ordered, ordered[1:]):
