@@ -433,8 +433,11 @@ def render_text(report: Report, width: int = 100, *, color: bool = False, title:
     r = report
     width = max(width, 60)
     out: list[str] = [title, "=" * min(len(title), width)]
-    period = (f"period       {_day(r.period_start)} – {_day(r.period_end)} UTC ({num(r.period_days, 2)} days"
-              + (", under a day: trades per day counts it as one day)" if r.trades and r.period_days < 1 else ")"))
+    if r.period_start is None or r.period_end is None:
+        period = "period       — (an empty journal)"
+    else:
+        period = (f"period       {_day(r.period_start)} – {_day(r.period_end)} UTC ({num(r.period_days, 2)} days"
+                  + (", under a day: trades per day counts it as one day)" if r.trades and r.period_days < 1 else ")"))
     out += _wrap(period, width, " " * 13)
     out.append(f"start equity {money(r.start_equity)} USDT   end equity {money(r.end_equity)} USDT")
     for note in notes:
