@@ -65,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         from app.doctor import main as doctor_main
 
         return doctor_main(argv[1:])
+    if argv[:1] == ["report"]:
+        from app.report_cmd import run as report_main
+
+        return report_main(argv[1:])
+    if argv[:1] == ["klines"]:
+        from app.klines_cmd import run as klines_main
+
+        return klines_main(argv[1:])
     args = _run_parser().parse_args(argv)
     overrides = {
         k: getattr(args, k)

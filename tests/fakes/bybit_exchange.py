@@ -127,6 +127,32 @@ def num(x: float, step: str | None = None) -> str:
     return s or "0"
 
 
+def _mix(x: int) -> float:
+    """splitmix64 of x as a float in [0, 1): the fake's seeded noise, a function of x alone."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return ((x ^ (x >> 31)) >> 11) / float(1 << 53)
+
+
+def history_price(symbol: str, t_ms: int) -> float:
+    """The fake's price history at a minute boundary: slow waves plus seeded noise."""
+    k = t_ms // 60_000
+    seed = sum(symbol.encode()) << 40
+    base = PRICES.get(symbol, 100.0)
+    return base * (1 + 0.03 * math.sin(k / 997) + 0.006 * math.sin(k / 53) + 0.002 * (_mix(seed + k) - 0.5))
+
+
+def history_candle(symbol: str, t_ms: int, span_ms: int = 60_000) -> list[str]:
+    """One candle of the history as Bybit lists it: [start, open, high, low, close, volume, turnover]."""
+    seed = sum(symbol.encode()) << 40
+    o, c = history_price(symbol, t_ms), history_price(symbol, t_ms + span_ms)
+    hi = max(o, c) * (1 + 0.0005 * _mix(seed + t_ms + 1))
+    lo = min(o, c) * (1 - 0.0005 * _mix(seed + t_ms + 2))
+    vol = 1 + 99 * _mix(seed + t_ms + 3)
+    return [str(t_ms), num(o), num(hi), num(lo), num(c), num(vol), num(vol * c)]
+
+
 def _on_step(x: float, step: str) -> bool:
     n = Decimal(repr(x)) / Decimal(step)
     return n == n.to_integral_value()
@@ -161,6 +187,7 @@ class FakeBybit:
         self.requests: list[tuple[float, str, str, dict[str, Any]]] = []  # (perf_counter, method, path, params)
         self.observers: list[Callable[[str, str, dict[str, Any]], None]] = []  # (phase, path, params)
         self._seq = 0
+        self.kline_holes: list[tuple[int, int]] = []  # [start_ms, end_ms): history with no candles (an outage)
 
     # --- test controls ------------------------------------------------------------
 
@@ -292,6 +319,9 @@ class FakeBybit:
         self._inst(s)
         m = int(p["interval"])
         limit = min(int(p.get("limit", 200)), 1000)
+        if p.get("start") or p.get("end"):  # history (klines download): a function of time alone
+            rows = self._kline_history(s, m, p.get("start"), p.get("end"), limit)
+            return {"category": "linear", "symbol": s, "list": rows}
         price = self.prices[s]
         d = 0.0001 * self.trend.get(s, 0) * m  # drift per bar
         a = 2.5 * d if d else 0.0002 * math.sqrt(m)  # zig-zag: RSI ~60 on a trend
@@ -305,6 +335,33 @@ class FakeBybit:
             hi, lo = max(o, c) * 1.0001, min(o, c) * 0.9999
             rows.append([str(first - j * span), num(o), num(hi), num(lo), num(c), "100", num(100 * c)])
         return {"category": "linear", "symbol": s, "list": rows}
+
+    def _kline_history(self, s: str, m: int, start: str | None, end: str | None, limit: int) -> list[list[str]]:
+        """Candles with start <= open time <= end (ms), newest first, none in kline_holes, none
+        after the current (unfinished) one. Past `limit`: the oldest from `start` (the newest up
+        to `end` without a start). scalpdesk asks for at most `limit` at a time, so either is fine."""
+        span = m * 60_000
+        now = self.server_ms()
+        newest = min(int(end) if end else now, now)
+        newest -= newest % span
+        times: list[int] = []
+        if start:
+            t = -(-int(start) // span) * span  # the first boundary at or after start
+            while t <= newest and len(times) < limit:
+                hole = next((b for a, b in self.kline_holes if a <= t < b), None)
+                if hole is None:
+                    times.append(t)
+                    t += span
+                else:
+                    t = -(-hole // span) * span
+            times.reverse()
+        else:
+            t = newest
+            while len(times) < limit and t >= 0:
+                if not any(a <= t < b for a, b in self.kline_holes):
+                    times.append(t)
+                t -= span
+        return [history_candle(s, t, span) for t in times]
 
     # --- account ------------------------------------------------------------------
 
