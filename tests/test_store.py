@@ -578,3 +578,72 @@ def test_every_put_is_one_durable_write(tmp_path: Path, monkeypatch) -> None:
         s.update_decision(record(DAY + HOUR, "d-1", status="EXECUTED"))
         assert writes == ["2026-01-01T01.json"]
         assert len(s.intents()) == 1 and len(s.decisions()) == 1
+
+
+# --- memory behind the atomic writes ---------------------------------------------------------
+
+
+def test_hot_reads_and_recent_trades_come_from_memory(tmp_path: Path, monkeypatch) -> None:
+    import engine.store as store_mod
+
+    with StateStore(tmp_path) as s:
+        s.put_intent(intent("o-1"))
+        s.put_intent(intent("o-2", status=IntentStatus.EXECUTING))
+        s.put_position(position())
+        s.put_cooldown(cooldown())
+        for i in range(5):
+            s.add_trade(trade(DAY + HOUR * (i + 1), pnl=float(i)))
+        loads = []
+        real = store_mod._load
+        monkeypatch.setattr(store_mod, "_load", lambda path: loads.append(path) or real(path))
+        assert [i.intent_id for i in s.intents(IntentStatus.EXECUTING)] == ["o-2"]
+        assert s.get_intent("o-1").status is IntentStatus.PENDING
+        assert s.get_position("BTCUSDT") is not None and len(s.cooldowns()) == 1
+        assert [t.pnl for t in s.trades(limit=3)] == [4.0, 3.0, 2.0]
+        assert [t.pnl for t in s.trades(since=DAY + 2 * HOUR)] == [4.0, 3.0, 2.0, 1.0]
+        assert loads == []  # not one file read
+    # and the files hold the same as memory did
+    with StateStore(tmp_path) as s:
+        assert [i.intent_id for i in s.intents()] == ["o-1", "o-2"]
+        assert [t.pnl for t in s.trades()] == [4.0, 3.0, 2.0, 1.0, 0.0]
+
+
+def test_trades_beyond_the_newest_in_memory_are_read_from_the_files(tmp_path: Path, monkeypatch) -> None:
+    import engine.store as store_mod
+
+    monkeypatch.setattr(store_mod, "RECENT_TRADES", 3)
+    with StateStore(tmp_path) as s:
+        for i in range(6):
+            s.add_trade(trade(DAY + HOUR * (i + 1), pnl=float(i)))
+    with StateStore(tmp_path) as s:
+        assert [t.pnl for t in s.trades(limit=2)] == [5.0, 4.0]
+        assert [t.pnl for t in s.trades(limit=10)] == [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
+        assert [t.pnl for t in s.trades(since=DAY + 2 * HOUR)] == [5.0, 4.0, 3.0, 2.0, 1.0]
+        assert s.realised_pnl_since(DAY) == 15.0
+
+
+def test_a_throwaway_store_writes_at_flush_and_close_only(tmp_path: Path) -> None:
+    s = StateStore(tmp_path, durable=False)
+    s.put_intent(intent("o-1"))
+    s.add_trade(trade())
+    assert not state_file(tmp_path).exists() and not list(tmp_path.glob("history/*.json"))
+    assert s.get_intent("o-1") is not None and len(s.trades()) == 1  # served from memory meanwhile
+    s.flush()
+    assert state_file(tmp_path).exists() and day_file(tmp_path, "2026-01-01T01").exists()
+    s.put_intent(intent("o-2"))
+    s.close()
+    with StateStore(tmp_path) as again:
+        assert [i.intent_id for i in again.intents()] == ["o-1", "o-2"]
+        assert len(again.trades()) == 1
+
+
+def test_a_sound_file_changed_behind_the_store_is_not_overwritten_either(store: StateStore) -> None:
+    store.put_intent(intent("o-1"))
+    path = state_file(store.state_dir)
+    path.write_text(json.dumps({"intents": {}}))  # an operator's edit, valid JSON
+    before = fingerprint(path)
+    with pytest.raises(StoreCorrupt, match="changed by another program"):
+        store.put_intent(intent("o-2"))
+    with pytest.raises(StoreCorrupt):
+        store.get_intent("o-1")  # nothing more is served from memory either
+    assert fingerprint(path) == before
