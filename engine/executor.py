@@ -316,9 +316,12 @@ class Executor:
         reason: CloseReason,
         fees: float = 0.0,
         close_decision_id: str | None = None,
+        closed_at: float | None = None,
     ) -> Trade:
-        """Journal a close (pnl net of fees), start the symbol's cooldown, drop the metadata."""
-        now = self.clock.now()
+        """Journal a close (pnl net of fees), start the symbol's cooldown, drop the metadata.
+        closed_at: when the venue closed it, if it says (a TP seen by the next monitor pass
+        closed before the pass); the cooldown counts from then."""
+        now = self.clock.now() if closed_at is None else min(max(closed_at, meta.opened_at), self.clock.now())
         cooldown_sec = meta.cooldown_sec if meta.cooldown_sec is not None else self.settings.default_cooldown_sec
         margin = meta.entry_price * meta.qty / meta.leverage if meta.leverage else 0.0
         trade = Trade(

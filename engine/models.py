@@ -7,8 +7,11 @@ Percent fields are in percent, as the original system wrote them: tp_pct=2.0 is 
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Literal
 
@@ -26,11 +29,26 @@ class Model(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
 
 
+# Where new ids come from: random (uuid4), or a counter in a replay, so that the same
+# replay gives the same ids and byte-identical reports.
+_ids: ContextVar[Iterator[int] | None] = ContextVar("_ids", default=None)
+
+
 def new_id(prefix: str) -> str:
     """A fresh id valid as a Bybit orderLinkId: prefix + 32 hex digits (≤ 36 chars)."""
-    ident = f"{prefix}{uuid.uuid4().hex}"
+    seq = _ids.get()
+    ident = f"{prefix}{next(seq):032x}" if seq is not None else f"{prefix}{uuid.uuid4().hex}"
     assert ORDER_LINK_ID.match(ident), ident
     return ident
+
+
+def sequential_ids() -> object:
+    """Make new_id count 1, 2, 3… in this context (a replay); returns a token for reset_ids."""
+    return _ids.set(itertools.count(1))
+
+
+def reset_ids(token: object) -> None:
+    _ids.reset(token)  # type: ignore[arg-type]
 
 
 def side_of_bybit(side: str) -> Side:
@@ -167,6 +185,7 @@ class CloseReason(StrEnum):
     FORCE_CLOSE = "FORCE_CLOSE"
     AI_CLOSE = "AI_CLOSE"
     LIQUIDATION = "LIQUIDATION"
+    END_OF_DATA = "END_OF_DATA"  # a replay's data ended with the position still open
     UNKNOWN = "UNKNOWN"
 
 

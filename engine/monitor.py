@@ -109,6 +109,7 @@ class Monitor:
         """The venue closed it (TP, SL, trailing, liquidation, or by hand): journal it with
         the venue's reason and price."""
         reason, exit_price, pnl, fees = CloseReason.UNKNOWN, meta.entry_price, 0.0, meta.open_fee
+        closed_at: float | None = None
         # An open resolved late (reconciled at start) got its metadata after it filled,
         # and may have closed before that: look back to when its intent was made.
         since = meta.opened_at
@@ -122,7 +123,7 @@ class Monitor:
             self._log("warning", f"{meta.symbol}: closed-trade lookup failed: {e}", "LOOKUP_FAILED")
         if closes:
             c = closes[0]
-            reason, exit_price, pnl, fees = c.reason, c.exit_price, c.pnl, c.fees
+            reason, exit_price, pnl, fees, closed_at = c.reason, c.exit_price, c.pnl, c.fees, c.closed_at
         if reason is CloseReason.UNKNOWN:
             # A close we sent whose answer we never saw carries its own reason.
             ours = [
@@ -132,7 +133,7 @@ class Monitor:
             if ours:
                 reason = max(ours, key=lambda i: i.created_at).close_reason or reason
         self._log("info", f"{meta.symbol} {meta.side} closed on the venue: {reason.value}", reason.value)
-        self.executor.record_close(meta, exit_price, pnl, reason, fees)
+        self.executor.record_close(meta, exit_price, pnl, reason, fees, closed_at=closed_at)
 
     def _arm_trailing(self, pos: VenuePosition, meta: PositionMeta) -> bool:
         tick = 0.0

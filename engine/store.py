@@ -364,7 +364,7 @@ class StateStore:
         self._intents: dict[str, Intent] = {i.intent_id: i for i in self._records("intents")}
         self._positions: dict[str, PositionMeta] = {m.symbol: m for m in self._records("positions")}
         self._cooldowns: dict[str, Cooldown] = {c.symbol: c for c in self._records("cooldowns")}
-        self._recent: deque[Trade] = deque(islice(self._history("journal"), RECENT_TRADES))
+        self._recent: deque[Trade] = deque(islice(self._history("journal"), RECENT_TRADES))  # newest first
         # Every trade is in memory when the journal held fewer than RECENT_TRADES.
         self._recent_complete = len(self._recent) < RECENT_TRADES
         self._closed = False
@@ -581,14 +581,13 @@ class StateStore:
     def add_trade(self, t: Trade) -> None:
         self._day_db(t.closed_at).table("journal").insert(t.model_dump(mode="json"))
         recent = self._recent
-        if len(recent) == recent.maxlen:
-            self._recent_complete = False
         i = 0  # newest first, as _history reads them (a later write first among equal times)
         while i < len(recent) and recent[i].closed_at > t.closed_at:
             i += 1
         recent.insert(i, t)
-        if len(recent) > RECENT_TRADES:  # deque.insert refuses a full deque with a maxlen
-            recent.pop()
+        if len(recent) > RECENT_TRADES:
+            recent.pop()  # the oldest: from now on older trades are read from the files
+            self._recent_complete = False
 
     @_locked
     def trades(self, since: float | None = None, limit: int = 100) -> list[Trade]:
@@ -632,7 +631,7 @@ class StateStore:
             cutoff = datetime.fromisoformat(oldest_kept).replace(tzinfo=UTC).timestamp()
             kept = [t for t in self._recent if t.closed_at >= cutoff]
             if len(kept) < len(self._recent):
-                self._recent = deque(kept, maxlen=RECENT_TRADES)
+                self._recent = deque(kept)
         if removed:
             _fsync_dir(self.history_dir)
         return {"intents": intents, "cooldowns": cooldowns, "history_files": removed}

@@ -615,6 +615,8 @@ def test_trades_beyond_the_newest_in_memory_are_read_from_the_files(tmp_path: Pa
     with StateStore(tmp_path) as s:
         for i in range(6):
             s.add_trade(trade(DAY + HOUR * (i + 1), pnl=float(i)))
+        assert [t.pnl for t in s.trades(limit=10)] == [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
+        assert len(s._recent) == 3
     with StateStore(tmp_path) as s:
         assert [t.pnl for t in s.trades(limit=2)] == [5.0, 4.0]
         assert [t.pnl for t in s.trades(limit=10)] == [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]

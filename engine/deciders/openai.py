@@ -59,6 +59,7 @@ import openai
 from pydantic import ValidationError
 
 from engine.config import Settings
+from engine.deciders.answer_cache import AnswerCache, request_key
 from engine.deciders.base import DeciderResult, InvalidDecision
 from engine.deciders.llm_schema import LLMAnswer, LLMDecision
 from engine.deciders.prompt import PROMPT_VERSION, prompt_hash, render_input, system_prompt
@@ -162,6 +163,24 @@ class _Answer:
     tokens: TokenCount | None = None
     finish_reason: str = ""
     level: str = "json_schema"
+    cached: bool = False
+
+    def for_cache(self) -> dict[str, Any]:
+        t = self.tokens
+        return {"text": self.text, "refusal": self.refusal, "sdk_error": self.sdk_error,
+                "finish_reason": self.finish_reason, "level": self.level,
+                "tokens": None if t is None else [t.input_tokens, t.output_tokens, t.cached_tokens, t.reasoning_tokens]}
+
+    @classmethod
+    def from_cache(cls, kept: dict[str, Any]) -> _Answer:
+        answer = cls(text=kept["text"], refusal=kept["refusal"], sdk_error=kept["sdk_error"],
+                     finish_reason=kept["finish_reason"], level=kept["level"], cached=True)
+        if answer.level == "json_schema" and answer.text and not answer.refusal and not answer.sdk_error:
+            try:
+                answer.parsed = LLMAnswer.model_validate_json(answer.text)
+            except ValidationError:
+                answer.parsed = None
+        return answer
 
 
 @dataclass
@@ -325,6 +344,7 @@ class OpenAIDecider:
         day_cost_seed: Callable[[float], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         max_output_tokens: int | None = None,
+        cache: AnswerCache | None = None,
     ) -> None:
         if api not in ("chat", "responses"):
             raise ValueError(f"api must be chat or responses, not {api!r}")
@@ -347,6 +367,9 @@ class OpenAIDecider:
         self._budget_said_day = ""
         # The output level that works, per server and model (auto mode finds it once).
         self._levels: dict[tuple[str, str], str] = {}
+        # A replay's answers by request (a repeat costs nothing), and what all answers cost.
+        self.cache = cache
+        self.total_cost_usd = 0.0
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIDecider(model={self.model!r}, base_url={_public_url(self.base_url)!r}, api={self.api!r})"
@@ -521,7 +544,10 @@ class OpenAIDecider:
 
         timing = self._trace_audit(trace, started)
         tokens = answer.tokens or TokenCount.estimate(len(system) + len(user), len(answer.text or answer.refusal))
+        if answer.cached:
+            tokens = TokenCount()  # answered from the replay's cache: nothing was asked, nothing spent
         cost = self.ledger.add(tokens)
+        self.total_cost_usd += cost
         usage = self.ledger.event(self.model, tokens, cost)
         saved = await self._save_day_cost()
         audit: dict[str, object] = {
@@ -635,6 +661,19 @@ class OpenAIDecider:
         return f"AI server {label} ({status}): {text}", retry, wait
 
     async def _ask(self, system: str, user: str, trace: _Trace) -> _Answer:
+        if self.cache is None:
+            return await self._ask_server(system, user, trace)
+        key = request_key(base_url=self.base_url, model=self.model, api=self.api, level=trace.level,
+                          max_output_tokens=self.max_output_tokens, system=system, user=user)
+        kept = self.cache.get(key)
+        if kept is not None:
+            return _Answer.from_cache(kept)
+        answer = await self._ask_server(system, user, trace)
+        if answer.text or answer.refusal:
+            self.cache.put(key, answer.for_cache())
+        return answer
+
+    async def _ask_server(self, system: str, user: str, trace: _Trace) -> _Answer:
         client = self.client()
         level = trace.level
         try:

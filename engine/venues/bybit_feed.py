@@ -101,13 +101,17 @@ class BybitFeed:
 
     # --- reading ----------------------------------------------------------------------
 
-    def path_since(self, symbol: str, t: float) -> list[tuple[float, float]]:
+    def path_since(self, symbol: str, t: float, side: str | None = None) -> list[tuple[float, float]]:
         with self._lock:
             return [(ts, p) for ts, p in self._ticks[symbol] if ts > t]
 
     def price(self, symbol: str) -> float:
         with self._lock:
             return self._ticks[symbol][-1][1]
+
+    def fill_price(self, symbol: str) -> float:
+        """A market order fills at the live last price."""
+        return self.price(symbol)
 
     def ticker(self, symbol: str) -> Ticker:
         with self._lock:

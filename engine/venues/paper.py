@@ -18,7 +18,7 @@ import threading
 import uuid
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -91,6 +91,7 @@ class _Position:
     entry: float
     leverage: float
     open_fee: float  # fee paid to open the size still held: Bybit nets it into closedPnl
+    since: float = 0.0  # feed time of its fill: the price path before it is not its own
     take_profit: float | None = None
     stop_loss: float | None = None
     trail_dist: float | None = None
@@ -125,14 +126,23 @@ class _Position:
         self.trail_armed = bool(dist) and active_price is None
         self.trail_best = last
 
-    def scan(self, path: list[tuple[float, float]]) -> tuple[float, float, CloseReason] | None:
-        """The first trigger the path hits: (feed time, trigger price, reason).
+    def scan(self, path: Sequence[tuple[float, ...]]) -> tuple[float, float, CloseReason] | None:
+        """The first trigger the path hits: (feed time, fill price before slippage, reason).
 
-        The path is last prices: Bybit's TP/SL trigger on LastPrice by default. Real
-        liquidation watches the mark price; in the sim mark follows last closely."""
+        The path is last prices (t, price), or (t, price, jumped) where jumped marks a
+        price reached by a jump (a candle's open after the previous close) rather than
+        by trading through the prices between. Bybit's TP/SL trigger on LastPrice by
+        default; real liquidation watches the mark price (in the sim mark follows last
+        closely). A TP fills at its price; a stop at its price, unless the price jumped
+        past it, then at the price it jumped to (a stop-market after a gap); a
+        liquidation at its price (the margin is gone either way)."""
         s = self.sign
         liq = self.liq_price
-        for t, p in path:
+        for point in path:
+            t, p = point[0], point[1]
+            if t < self.since:
+                continue
+            jumped = len(point) > 2 and point[2]
             if self.trail_dist:
                 if not self.trail_armed:
                     if self.trail_active_price is None or s * (p - self.trail_active_price) >= 0:
@@ -151,6 +161,8 @@ class _Position:
                 # Within one tick the price moved against us through every level in
                 # `stops`; the one nearest the entry side was crossed first.
                 level, reason = max(stops, key=lambda x: s * x[0])
+                if jumped and reason is not CloseReason.LIQUIDATION:
+                    level = min(level, p) if s > 0 else max(level, p)
                 return t, level, reason
             if self.take_profit is not None and s * (p - self.take_profit) >= 0:
                 return t, self.take_profit, CloseReason.TAKE_PROFIT
@@ -234,7 +246,7 @@ class PaperVenue:
 
     def _process_triggers(self) -> None:
         for symbol, pos in list(self._positions.items()):
-            hit = pos.scan(self.feed.path_since(symbol, self._seen))
+            hit = pos.scan(self.feed.path_since(symbol, self._seen, side=pos.side))
             if hit is None:
                 continue
             t, level, reason = hit
@@ -423,7 +435,8 @@ class PaperVenue:
                 f"order value {qty * last:.2f} below minNotionalValue {inst.min_notional}", code=110094
             )
 
-        price = self._round_tick(sym, self._slipped(last, side, closing=False))
+        # The next available price: now on a tick feed, the next candle's open on candles.
+        price = self._round_tick(sym, self._slipped(self.feed.fill_price(sym), side, closing=False))
         close_qty = min(qty, pos.size) if pos is not None and pos.side != side else 0.0
         open_qty = _snap(qty - close_qty, inst.qty_step)
         leverage = self._leverage.get(sym, DEFAULT_LEVERAGE)
@@ -452,7 +465,7 @@ class PaperVenue:
             self._wallet -= fee
             cur = self._positions.get(sym)
             if cur is None:
-                cur = _Position(sym, side, open_qty, price, leverage, fee)
+                cur = _Position(sym, side, open_qty, price, leverage, fee, since=self.feed.now)
                 self._positions[sym] = cur
             else:  # same direction: add at the average entry
                 size = _snap(cur.size + open_qty, inst.qty_step)
