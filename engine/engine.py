@@ -265,6 +265,12 @@ class Engine:
 
     async def stop(self) -> None:
         self.timers.stop()
+        close = getattr(self.venue, "close", None)
+        if close is not None:  # a paper venue saves its account
+            try:
+                await self._io(close)
+            except Exception:  # noqa: BLE001 - stopping goes on
+                log.exception("venue close failed")
         if self._bridge is not None:
             logging.getLogger("engine.venues").removeHandler(self._bridge)
             self._bridge = None

@@ -2,29 +2,53 @@
 
 from __future__ import annotations
 
+import time
+
 from engine.clock import Clock, ScaledClock, SystemClock
 from engine.config import Settings, SettingsError
 from engine.deciders.base import Decider
 from engine.deciders.rules import RuleDecider
 from engine.engine import Engine
+from engine.models import PaperAccount
 from engine.store import StateStore
 from engine.venues.base import Venue
 from engine.venues.paper import PaperVenue
 from engine.venues.simfeed import SimFeed
 
 
-def build_venue(settings: Settings, clock: Clock) -> Venue:
+class StoreAccounts:
+    """The paper venue's account book: its account record in the state store."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def load(self, venue: str) -> PaperAccount | None:
+        return self.store.get_paper_account(venue)
+
+    def save(self, account: PaperAccount) -> None:
+        self.store.put_paper_account(account)
+
+
+def build_venue(settings: Settings, clock: Clock, store: StateStore | None = None) -> Venue:
+    """The venue; a paper account (sim, paper) is kept in `store` across restarts."""
+    book = StoreAccounts(store) if store is not None else None
     if settings.venue == "sim":
-        # The market follows the engine's clock one to one: at --speed N that clock runs
-        # N times faster (engine_clock), so the market and every engine timer move together.
-        feed = SimFeed(list(settings.symbols), seed=settings.sim_seed, start=clock.now())
-        return PaperVenue(feed, clock, equity=settings.paper_equity, name="sim")
+        # The market follows the engine's clock one to one (at --speed N that clock runs
+        # N times faster, so the market and every engine timer move together). Its path is
+        # anchored at 00:00 UTC of the clock's day, so a restart the same day finds the
+        # same market its open positions were opened in.
+        now = clock.now()
+        anchor = now - now % 86_400
+        feed = SimFeed(list(settings.symbols), seed=settings.sim_seed, start=anchor)
+        feed.feed_time_at(anchor)  # the feed's time is the clock's time
+        return PaperVenue(feed, clock, equity=settings.paper_equity, name="sim", account=book)
     if settings.venue == "paper":
         # Live prices from Bybit's public market endpoints (no keys), simulated fills.
         from engine.venues.bybit_feed import BybitFeed
 
         feed = BybitFeed.from_settings(settings)
-        return PaperVenue(feed, clock, equity=settings.paper_equity, name="paper", instruments=feed.instruments())
+        return PaperVenue(feed, clock, equity=settings.paper_equity, name="paper", instruments=feed.instruments(),
+                          account=book)
     # testnet, demo and live trade through Bybit (pybit).
     from engine.venues.bybit import BybitVenue
     from engine.venues.keys import load_keys
@@ -48,17 +72,28 @@ def build_decider(settings: Settings) -> Decider:
     raise SettingsError(f"invalid setting SCALPDESK_DECIDER={settings.decider!r}: use rules or openai")
 
 
-def engine_clock(settings: Settings) -> Clock:
-    """The wall clock, or on the simulated market at --speed N a clock N times faster."""
-    if settings.venue == "sim" and settings.sim_speed != 1:
-        return ScaledClock(settings.sim_speed)
-    return SystemClock()
+def engine_clock(settings: Settings, resume: float | None = None) -> Clock:
+    """The wall clock, or on the simulated market a clock --speed N times faster that
+    never goes back: it resumes from `resume`, the market time the sim account last saw,
+    if a faster run left it ahead of the wall clock."""
+    if settings.venue != "sim":
+        return SystemClock()
+    wall = time.time()  # wall clock: where the simulated market's time starts
+    if settings.sim_speed == 1 and (resume is None or resume <= wall):
+        return SystemClock()
+    return ScaledClock(settings.sim_speed, start=max(wall, resume or 0.0))
 
 
 def build_engine(settings: Settings, clock: Clock | None = None, *, headless: bool = False) -> Engine:
     """Everything wired; the store's lock is held until engine.store.close()."""
-    clock = clock or engine_clock(settings)
-    venue = build_venue(settings, clock)
-    decider = build_decider(settings)
     store = StateStore(settings.state_dir, history_retention_days=settings.history_retention_days)
+    try:
+        if clock is None:
+            account = store.get_paper_account("sim") if settings.venue == "sim" else None
+            clock = engine_clock(settings, account.saved_at if account else None)
+        venue = build_venue(settings, clock, store)
+        decider = build_decider(settings)
+    except BaseException:
+        store.close()
+        raise
     return Engine(settings, store, venue, decider, clock, headless=headless)

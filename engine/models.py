@@ -454,3 +454,37 @@ class MarketSnapshot(Model):
     metas: list[PositionMeta] = []
     cooldowns: list[Cooldown] = []
     recent_trades: list[Trade] = []
+
+
+# --- the paper venue's account (kept in the state store so it survives restarts) ----------
+
+
+class PaperPosition(Model):
+    symbol: str
+    side: Side
+    size: float
+    entry: float
+    leverage: float
+    open_fee: float
+    since: float = 0.0
+    take_profit: float | None = None
+    stop_loss: float | None = None
+    trail_dist: float | None = None
+    trail_active_price: float | None = None
+    trail_armed: bool = False
+    trail_best: float = 0.0
+
+
+class PaperAccount(Model):
+    """A paper venue's whole account: wallet, leverage, positions with their TP/SL and
+    trailing state, the newest orders (look-ups by orderLinkId after a restart) and closes."""
+
+    venue: str  # sim or paper: each keeps its own account
+    wallet: float
+    leverage: dict[str, float] = {}
+    positions: list[PaperPosition] = []
+    orders: list[OrderInfo] = []
+    closed: list[ClosedTrade] = []
+    order_seq: int = 0
+    saved_at: float = 0.0
+

@@ -39,7 +39,7 @@ from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from engine.models import Cooldown, DecisionRecord, Intent, IntentStatus, PositionMeta, Trade
+from engine.models import Cooldown, DecisionRecord, Intent, IntentStatus, PaperAccount, PositionMeta, Trade
 
 STATE_FILE = "state.json"
 LOCK_FILE = "scalpdesk.lock"
@@ -89,6 +89,7 @@ HOT_TABLES = {
     "intents": _Table(Intent, key="intent_id"),
     "positions": _Table(PositionMeta, key="symbol"),
     "cooldowns": _Table(Cooldown, key="symbol"),
+    "paper": _Table(PaperAccount, key="venue"),
 }
 HISTORY_TABLES = {
     "decisions": _Table(DecisionRecord, stamp="recorded_at"),
@@ -506,6 +507,17 @@ class StateStore:
             for symbol in done:
                 del self._cooldowns[symbol]
         return len(done)
+
+    # --- the paper venue's account
+
+    @_locked
+    def put_paper_account(self, account: PaperAccount) -> None:
+        self._put(self._hot.table("paper"), account.model_dump(mode="json"), Query().venue == account.venue)
+
+    @_locked
+    def get_paper_account(self, venue: str) -> PaperAccount | None:
+        found = [a for a in self._records("paper") if a.venue == venue]
+        return found[0] if found else None
 
     # --- history
 

@@ -13,6 +13,7 @@ landed does on the real venue.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import uuid
@@ -22,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from engine.clock import Clock
 from engine.models import (
@@ -32,12 +34,15 @@ from engine.models import (
     Kline,
     OrderInfo,
     OrderRequest,
+    PaperAccount,
+    PaperPosition,
     Side,
     Ticker,
     VenuePosition,
 )
 from engine.venues.base import OrderRejected, VenueError
-from engine.venues.simfeed import TICK_BUFFER_SEC, SimFeed
+from engine.venues.feed import Feed
+from engine.venues.simfeed import TICK_BUFFER_SEC
 
 MAINTENANCE_MARGIN_RATE = 0.005
 DEFAULT_LEVERAGE = 10.0
@@ -46,6 +51,15 @@ DEFAULT_LEVERAGE = 10.0
 SYNC_STEP_SEC = TICK_BUFFER_SEC // 2
 MAX_ORDERS = 10_000  # orderLinkIds remembered (duplicate check, lookups)
 MAX_CLOSED = 5_000  # closed trades remembered
+KEEP_ORDERS = 200  # orders and closes kept across a restart (look-ups by orderLinkId, recent closes)
+
+
+class AccountBook(Protocol):
+    """Where a paper account is kept between runs (the state store)."""
+
+    def load(self, venue: str) -> PaperAccount | None: ...
+
+    def save(self, account: PaperAccount) -> None: ...
 
 # Bybit-like filters (BYBIT_V5.md §4 lotSizeFilter / priceFilter / leverageFilter).
 INSTRUMENTS: dict[str, Instrument] = {
@@ -185,13 +199,14 @@ class PaperVenue:
 
     def __init__(
         self,
-        feed: SimFeed,
+        feed: Feed,
         clock: Clock,
         equity: float = 10_000.0,
         taker_fee: float = 0.00055,
         slippage_bps: float = 2.0,
         name: str = "sim",
         instruments: dict[str, Instrument] | None = None,
+        account: AccountBook | None = None,
     ) -> None:
         self.name = name
         self.feed = feed
@@ -211,8 +226,50 @@ class PaperVenue:
         self._lock = threading.Lock()
         self._now = clock.now()  # clock time of the current call
         self._seen = feed.now  # feed time up to which triggers were processed
+        self._book = account
+        self._saved: PaperAccount | None = None
         with self._lock:
+            # The saved account first: the market then catches up to now through its
+            # positions' stops, so a stop hit while scalpdesk was down is not missed.
+            if account is not None:
+                self._restore(account.load(name))
             self._sync()
+            self._save()
+
+    # --- the account across restarts --------------------------------------------------
+
+    def _state(self) -> PaperAccount:
+        return PaperAccount(
+            venue=self.name,
+            wallet=self._wallet,
+            leverage=dict(self._leverage),
+            positions=[PaperPosition(**dataclasses.asdict(p)) for p in self._positions.values()],
+            orders=list(self._orders.values())[-KEEP_ORDERS:],
+            closed=list(self._closed)[-KEEP_ORDERS:],
+            order_seq=self._order_seq,
+        )
+
+    def _restore(self, acct: PaperAccount | None) -> None:
+        if acct is None:
+            return
+        self._wallet = acct.wallet
+        self._leverage = dict(acct.leverage)
+        self._positions = {p.symbol: _Position(**p.model_dump()) for p in acct.positions}
+        for info in acct.orders:
+            self._store(info)
+        self._closed.extend(acct.closed)
+        self._order_seq = acct.order_seq
+        self._saved = self._state()
+
+    def _save(self) -> None:
+        """Write the account when a call changed it (balance, positions and their stops,
+        leverage, orders): the next start goes on from here."""
+        if self._book is None:
+            return
+        state = self._state()
+        if state != self._saved:
+            self._book.save(state.model_copy(update={"saved_at": self._now}))
+            self._saved = state
 
     # --- plumbing -----------------------------------------------------------------
 
@@ -232,7 +289,10 @@ class PaperVenue:
             if fault is not None and not fault.after:
                 raise fault.exc
             self._sync()
-            yield
+            try:
+                yield
+            finally:
+                self._save()
             if fault is not None:
                 raise fault.exc
 
@@ -542,6 +602,15 @@ class PaperVenue:
         """Closes of `symbol` at or after clock time `since`, newest first."""
         with self._call("closed_trades"):
             return [c for c in reversed(self._closed) if c.symbol == symbol and c.closed_at >= since]
+
+    def close(self) -> None:
+        """Save the account with the time it was last seen (the engine is stopping)."""
+        with self._lock:
+            if self._book is not None:
+                self._sync()
+                state = self._state()
+                self._book.save(state.model_copy(update={"saved_at": self._now}))
+                self._saved = state
 
     # --- for demos and tests -------------------------------------------------------
 
