@@ -27,7 +27,7 @@ from textual.widgets import Footer, Tab, Tabs
 
 from app.messages import EngineEvent
 from app.screens import ConfirmScreen, DecisionScreen, HelpScreen, Section, binding_rows
-from engine.commands import Approve, CloseAll, Command, ForceClose, Pause, Reject, RunCycle, SetMode
+from engine.commands import Approve, CloseAll, Command, CommandResult, ForceClose, Pause, Reject, RunCycle, SetMode
 from engine.config import Settings
 from engine.engine import Engine
 from engine.events import (
@@ -67,6 +67,7 @@ PANEL_TITLES = {"decisions": "Decisions", "positions": "Positions", "cooldowns":
 TICK_SEC = 0.5  # countdowns show whole seconds; half a second keeps them from skipping one
 MAX_INPUTS = 500  # decisions whose market inputs the console remembers for the detail screen
 APPROVAL_TOAST_SEC = 8.0
+SEVERITY = {"info": "information", "warning": "warning", "error": "error"}  # a result's level as a toast
 TRADING_ACTIONS = {"mode", "pause", "run_cycle", "close_all", "help", "panel", "quit"}
 
 
@@ -336,20 +337,20 @@ class ScalpDeskApp(App[int]):
 
     # --- commands ------------------------------------------------------------------
 
-    def command(self, command: Command, done: Callable[[str | None], None] | None = None,
+    def command(self, command: Command, done: Callable[[CommandResult | None], None] | None = None,
                 toast: bool = True) -> None:
         """Run an engine command off the key handler; its answer becomes a toast."""
 
         async def run() -> None:
             try:
-                answer: str | None = await self.engine.handle(command)
+                answer: CommandResult | None = await self.engine.handle(command)
             except Exception as e:  # noqa: BLE001 - report, never crash the console
                 log.exception("command %s failed", command.kind)
                 self.notify(f"{command.kind} failed: {type(e).__name__}: {e}", severity="error", timeout=10)
                 answer = None
             else:
-                if toast and answer:
-                    self.notify(answer, severity=_severity(answer))
+                if toast and answer is not None:
+                    self.notify(answer.message, severity=SEVERITY[answer.level])
             if done is not None:
                 done(answer)
 
@@ -591,15 +592,6 @@ class GcPolicy:
         self.frozen_at = now
         if not self.thawed_at:
             self.thawed_at = now
-
-
-def _severity(answer: str) -> str:
-    low = answer.lower()
-    if "failed" in low:
-        return "error"
-    if "expired" in low or "blocked" in low or "not pending" in low or "nothing to close" in low:
-        return "warning"
-    return "information"
 
 
 def run_console(settings: Settings) -> int:

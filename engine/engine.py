@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from engine import guardrails
 from engine.clock import Clock
-from engine.commands import Approve, CloseAll, Command, ForceClose, Pause, Reject, RunCycle, SetMode
+from engine.commands import Approve, CloseAll, Command, CommandResult, ForceClose, Pause, Reject, RunCycle, SetMode
 from engine.config import Settings
 from engine.deciders.base import Decider, InvalidDecision
 from engine.events import (
@@ -473,11 +473,12 @@ class Engine:
             self._batch = []
             try:
                 for inv in result.invalid:
-                    await self._record_invalid(inv, self._audit_for(inv.symbol, result.audit), snap.ts)
+                    await self._record_invalid(inv, self._audit_for(inv.symbol, result.audit), snap)
                 ctx = self._context(snap)
                 for decision in result.decisions:
                     review = guardrails.review(decision, ctx, self.settings)
-                    await self._dispose(decision, review, self._audit_for(decision.symbol, result.audit))
+                    await self._dispose(decision, review, self._audit_for(decision.symbol, result.audit),
+                                        snap.symbols.get(decision.symbol))
                     if review.actionable and review.order is not None:
                         # What this cycle already opened counts against the next decisions.
                         ctx = self._context(await self._io(self._refresh, snap))
@@ -488,11 +489,11 @@ class Engine:
             ]
             self._log("info", f"decision cycle ({self.decider.name}): {' · '.join(said) or 'no decisions'}", "CYCLE")
 
-    async def _record_invalid(self, inv: InvalidDecision, audit: dict[str, object], ts: float) -> None:
+    async def _record_invalid(self, inv: InvalidDecision, audit: dict[str, object], snap: MarketSnapshot) -> None:
         """Keep an unusable answer on the record (as a HOLD that was never traded)."""
         symbol = inv.symbol if inv.symbol in self.settings.symbols else self.settings.symbols[0]
         hold = Decision(symbol=symbol, action=Action.HOLD, confidence=0.0, rationale=inv.message,
-                        source=self.decider.name, created_at=ts)
+                        source=self.decider.name, created_at=snap.ts)
         where = inv.symbol or "cycle"
         record = DecisionRecord(
             decision=hold,
@@ -500,15 +501,18 @@ class Engine:
             message=f"{where}: {inv.code}: {inv.message}",
             recorded_at=self.clock.now(),
             audit={**audit, "raw": inv.raw},
+            inputs=snap.symbols.get(inv.symbol) if inv.symbol else None,
         )
         await self._record(record, "warning")
 
     def _refresh(self, snap: MarketSnapshot) -> MarketSnapshot:
         return snap.model_copy(update={"balance": self.venue.balance(), "positions": self.venue.positions()})
 
-    async def _dispose(self, decision: Decision, review: Review, audit: dict[str, object]) -> None:
+    async def _dispose(self, decision: Decision, review: Review, audit: dict[str, object],
+                       inputs: SymbolFeatures | None = None) -> None:
         now = self.clock.now()
-        record = DecisionRecord(decision=decision, review=review, status="PROPOSED", recorded_at=now, audit=audit)
+        record = DecisionRecord(decision=decision, review=review, status="PROPOSED", recorded_at=now, audit=audit,
+                                inputs=inputs)
         sym, act = decision.symbol, decision.action.value
         if review.verdict is Verdict.HOLD:
             await self._record(record.model_copy(update={"status": "HOLD", "message": decision.rationale}), "debug")
@@ -578,7 +582,7 @@ class Engine:
             )
         )
 
-    async def _execute(self, record: DecisionRecord, update: bool = False) -> None:
+    async def _execute(self, record: DecisionRecord, update: bool = False) -> tuple[str, str, str | None]:
         review = record.review
         assert review is not None
         d = review.decision
@@ -605,6 +609,7 @@ class Engine:
         await self._record(record.model_copy(update={"status": status, "message": message, "intent_id": intent_id}), level, update=update)
         self._arm_exits()
         await self.publish_account()
+        return status, message, intent_id
 
     def _unqueue(self, decision_id: str) -> Pending | None:
         """Take a decision off the approval queue, with its expiry timer."""
@@ -626,8 +631,8 @@ class Engine:
 
     # --- commands ---------------------------------------------------------------
 
-    async def handle(self, command: Command) -> str:
-        """Carry out an operator's command; the answer is one line for the operator."""
+    async def handle(self, command: Command) -> CommandResult:
+        """Carry out an operator's command; the answer says whether it was done and why."""
         match command:
             case Approve(decision_id=did):
                 return await self.approve(did)
@@ -643,18 +648,18 @@ class Engine:
                 return self.pause(paused)
             case RunCycle():
                 await self.run_decision_cycle()
-                return "decision cycle run"
+                return CommandResult.done("decision cycle run")
         raise ValueError(f"unknown command {command!r}")
 
-    async def approve(self, decision_id: str) -> str:
+    async def approve(self, decision_id: str) -> CommandResult:
         p = self.pending.get(decision_id)
         if p is None:
-            return f"decision {decision_id} is not pending (already handled or expired)"
+            return CommandResult.refused(f"decision {decision_id} is not pending (already handled or expired)")
         d = p.record.decision
         if self.clock.now() >= p.expires_at:
             await self.expire_pending()
             self._log("warning", f"{d.symbol} {d.action.value} has expired and cannot be approved", "EXPIRED")
-            return "expired: cannot be approved"
+            return CommandResult.refused(f"{d.symbol} {d.action.value} expired: cannot be approved")
         self._unqueue(decision_id)
         # The guardrails are checked again now: the market and the account have moved.
         try:
@@ -662,59 +667,67 @@ class Engine:
         except VenueError as e:
             rec = p.record.model_copy(update={"status": "FAILED", "message": f"{d.symbol} approve failed: {e}"})
             await self._record(rec, "error", update=True)
-            return rec.message
+            return CommandResult.failed(rec.message)
         review = guardrails.review(d, self._context(snap), self.settings)
-        rec = p.record.model_copy(update={"review": review})
+        rec = p.record.model_copy(update={"review": review, "inputs": snap.symbols.get(d.symbol)})
         if not review.actionable:
             text = "; ".join(review.detail) or review.summary()
             rec = rec.model_copy(update={"status": "BLOCKED", "message": f"{d.symbol} {d.action.value} approved but BLOCKED now: {text}"})
             await self._record(rec, "warning", update=True)
-            return rec.message
+            return CommandResult.refused(rec.message)
         self._log("info", f"{d.symbol} {d.action.value} approved by operator", "APPROVED")
-        await self._execute(rec, update=True)
-        return f"{d.symbol} {d.action.value} approved"
+        status, message, intent_id = await self._execute(rec, update=True)
+        if status == "FAILED":
+            return CommandResult.failed(message, intent_id)
+        return CommandResult.done(f"{d.symbol} {d.action.value} approved: {message}", intent_id)
 
-    async def reject(self, decision_id: str) -> str:
+    async def reject(self, decision_id: str) -> CommandResult:
         p = self._unqueue(decision_id)
         if p is None:
-            return f"decision {decision_id} is not pending"
+            return CommandResult.refused(f"decision {decision_id} is not pending")
         d = p.record.decision
         rec = p.record.model_copy(update={"status": "REJECTED", "message": f"{d.symbol} {d.action.value} REJECTED by operator"})
         await self._record(rec, "info", update=True)
-        return rec.message
+        return CommandResult.done(rec.message)
 
-    async def force_close(self, symbol: str) -> str:
+    async def force_close(self, symbol: str) -> CommandResult:
         self._log("warning", f"FORCE CLOSE requested for {symbol}", "FORCE_CLOSE")
         try:
             intent = await self._io(self.executor.close, symbol, CloseReason.FORCE_CLOSE)
         except VenueError as e:
             self._log("error", f"FORCE CLOSE {symbol} failed: {e}", "FORCE_CLOSE")
-            return f"force close {symbol} failed: {e}"
+            return CommandResult.failed(f"force close {symbol} failed: {e}")
         await self._io(self.monitor.publish)
         self._arm_exits()
         await self.publish_account()
-        return _outcome(intent, f"{symbol} FORCE CLOSE")[1]
+        status, message, intent_id = _outcome(intent, f"{symbol} FORCE CLOSE")
+        if intent is None:
+            return CommandResult.refused(message)
+        return CommandResult.done(message, intent_id) if status != "FAILED" else CommandResult.failed(message, intent_id)
 
-    async def close_all(self) -> str:
+    async def close_all(self) -> CommandResult:
         self.pause(True)
         self._log("warning", "CLOSE ALL: closing every position; new entries paused", "CLOSE_ALL")
         positions = await self._io(self.venue.positions)
         answers = [await self.force_close(p.symbol) for p in positions]
-        return "; ".join(answers) or "no positions to close"
+        if not answers:
+            return CommandResult.done("no positions to close; new entries paused")
+        text = "; ".join(a.message for a in answers)
+        return CommandResult.done(text) if all(a.ok for a in answers) else CommandResult.failed(text)
 
-    def set_mode(self, mode: str) -> str:
+    def set_mode(self, mode: str) -> CommandResult:
         if mode not in ("auto", "approve"):
             raise ValueError(f"mode must be auto or approve, not {mode!r}")
         self.mode = mode  # type: ignore[assignment]
         self._log("warning" if mode == "auto" else "info", f"mode set to {mode.upper()}", "MODE")
         self._publish_state()
-        return f"mode {mode.upper()}"
+        return CommandResult.done(f"mode {mode.upper()}")
 
-    def pause(self, paused: bool) -> str:
+    def pause(self, paused: bool) -> CommandResult:
         self.paused = paused
         self._log("warning", "new entries PAUSED (exits keep working)" if paused else "new entries resumed", "PAUSE")
         self._publish_state()
-        return "paused" if paused else "resumed"
+        return CommandResult.done("paused" if paused else "resumed")
 
 
 def _outcome(intent: Intent | None, what: str) -> tuple[str, str, str | None]:

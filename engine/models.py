@@ -308,6 +308,7 @@ class DecisionRecord(Model):
     recorded_at: float
     intent_id: str | None = None
     audit: dict[str, object] = {}
+    inputs: SymbolFeatures | None = None  # the market the decider saw for this symbol
 
 
 # --- venue data ---------------------------------------------------------------------
@@ -488,3 +489,5 @@ class PaperAccount(Model):
     order_seq: int = 0
     saved_at: float = 0.0
 
+
+DecisionRecord.model_rebuild()  # its inputs are SymbolFeatures, defined below it

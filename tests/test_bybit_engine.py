@@ -109,7 +109,7 @@ async def test_a_hedge_account_that_cannot_switch_degrades_the_engine_at_start(s
         assert rig.engine.paused
         assert rig.engine.state_event().degraded == rig.engine.degraded
         # exits keep working: the adopted long can still be closed
-        assert "EXECUTED" in await rig.engine.force_close("BTCUSDT")
+        assert "EXECUTED" in (await rig.engine.force_close("BTCUSDT")).message
         await rig.engine.run_monitor()
         assert len(rig.lines("DEGRADED")) == 1  # said once, not on every pass
     finally:

@@ -71,13 +71,15 @@ async def test_approve_mode_queues_then_approval_executes(rig):
     did = pending[0].decision.decision_id
     assert did in rig.engine.pending
     answer = await rig.engine.handle(Approve(decision_id=did))
-    assert answer == "BTCUSDT OPEN_LONG approved"
+    assert answer.ok and answer.level == "info" and answer.message.startswith("BTCUSDT OPEN_LONG approved: ")
+    assert answer.intent_id and answer.intent_id.startswith("o-")
     assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
     executed = decisions(rig, "EXECUTED")
     assert executed and executed[-1].intent_id.startswith("o-")
     assert rig.store.decisions(limit=1)[0].status == "EXECUTED"
     # a second approval of the same decision sends nothing
-    assert "not pending" in await rig.engine.approve(did)
+    again = await rig.engine.approve(did)
+    assert not again.ok and again.level == "warning" and "not pending" in again.message
     assert len(rig.venue.positions()) == 1
 
 
@@ -86,10 +88,10 @@ async def test_reject_and_expiry_never_execute(rig):
     rig.decider.push(long_btc(), long_btc(symbol="ETHUSDT"))
     await rig.engine.run_decision_cycle()
     first, second = [r.decision.decision_id for r in decisions(rig, "PENDING")]
-    assert "REJECTED by operator" in await rig.engine.handle(Reject(decision_id=first))
+    assert "REJECTED by operator" in (await rig.engine.handle(Reject(decision_id=first))).message
     rig.clock.advance(rig.settings.approval_timeout_sec + 1)
     answer = await rig.engine.approve(second)
-    assert answer == "expired: cannot be approved"
+    assert not answer.ok and answer.level == "warning" and answer.message.endswith("expired: cannot be approved")
     assert rig.venue.positions() == []
     assert {r.status for r in rig.store.decisions()} == {"REJECTED", "EXPIRED"}
     assert rig.engine.pending == {}
@@ -113,7 +115,7 @@ async def test_approval_rechecks_the_guardrails(rig):
     did = decisions(rig, "PENDING")[0].decision.decision_id
     rig.engine.pause(True)
     answer = await rig.engine.approve(did)
-    assert "BLOCKED now" in answer and "paused" in answer
+    assert not answer.ok and "BLOCKED now" in answer.message and "paused" in answer.message
     assert rig.venue.positions() == []
 
 
@@ -161,7 +163,7 @@ async def test_force_close_and_close_all(rig):
     for sym in ("BTCUSDT", "ETHUSDT"):
         rig.engine.executor.open(plan(rig, long_btc(symbol=sym)))
     answer = await rig.engine.handle(ForceClose(symbol="BTCUSDT"))
-    assert "BTCUSDT FORCE CLOSE EXECUTED" in answer
+    assert answer.ok and "BTCUSDT FORCE CLOSE EXECUTED" in answer.message and answer.intent_id.startswith("c-")
     assert rig.store.trades()[0].reason is CloseReason.FORCE_CLOSE
     assert rig.store.get_cooldown("BTCUSDT") is not None
     await rig.engine.handle(CloseAll())
@@ -297,4 +299,4 @@ async def test_a_newer_proposal_replaces_the_one_still_waiting_for_the_same_symb
     assert symbols == ["BTCUSDT", "ETHUSDT"] and first_btc not in rig.engine.pending
     replaced = [r for r in rig.store.decisions() if r.decision.decision_id == first_btc]
     assert replaced[0].status == "EXPIRED" and "replaced by a newer decision" in replaced[0].message
-    assert "not pending" in await rig.engine.approve(first_btc)
+    assert "not pending" in (await rig.engine.approve(first_btc)).message
