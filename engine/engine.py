@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -31,6 +31,7 @@ from engine.deciders.base import Decider, InvalidDecision
 from engine.events import (
     AccountUpdated,
     BaseEvent,
+    CooldownStarted,
     DecisionEvent,
     EngineState,
     LogEvent,
@@ -63,6 +64,13 @@ log = logging.getLogger(__name__)
 
 Subscriber = Callable[[BaseEvent], None]
 T = TypeVar("T")
+
+# What a console attaching gets besides the state: events whose newest says it all, the
+# newest decisions (the pending ones among them) and log lines.
+LAST_OF_KIND = {"account", "usage", "market", "positions"}
+REPLAYED_AS_STATE = LAST_OF_KIND | {"state", "decision"}
+REPLAY_DECISIONS = 100
+REPLAY_LOG_LINES = 200
 
 # Among jobs due at the same moment, exits run before anything else.
 EXITS_FIRST, CYCLE, HOUSEKEEPING = 0, 5, 10
@@ -130,6 +138,10 @@ class Engine:
         self.inline_io = inline_io
         self._subscribers: list[Subscriber] = []
         self._emit_lock = threading.Lock()
+        self.seq = 0  # events emitted
+        self.consoles = 0  # consoles attached (the service counts them): someone can approve
+        self._last: dict[str, BaseEvent] = {}  # the newest event of each LAST_OF_KIND
+        self._decisions: OrderedDict[str, DecisionEvent] = OrderedDict()  # the newest, by decision id
         self._cycle_lock = asyncio.Lock()
         self._monitor_lock = asyncio.Lock()
         self._exits_armed: dict[str, float] = {}  # symbol -> due time of its armed time exit
@@ -146,14 +158,52 @@ class Engine:
     # --- events -----------------------------------------------------------------
 
     def subscribe(self, fn: Subscriber) -> None:
-        self._subscribers.append(fn)
+        """Listen to every event from now on (called in whatever thread emits)."""
+        with self._emit_lock:
+            self._subscribers.append(fn)
+
+    def attach(self, fn: Subscriber) -> tuple[int, list[BaseEvent]]:
+        """Subscribe, and get what a console needs to show the desk as it is (state,
+        account, market, positions, cooldowns, the last decisions with the pending ones,
+        the last log lines) with the count of events emitted so far, taken together
+        with the subscription: no event is lost or seen twice."""
+        with self._emit_lock:
+            self._subscribers.append(fn)
+            return self.seq, self._replay()
+
+    def unsubscribe(self, fn: Subscriber) -> None:
+        with self._emit_lock:
+            if fn in self._subscribers:
+                self._subscribers.remove(fn)
+
+    def _replay(self) -> list[BaseEvent]:
+        now = self.clock.now()
+        out: list[BaseEvent] = [self.state_event()]
+        out += [self._last[k] for k in ("account", "usage", "market", "positions") if k in self._last]
+        out += [CooldownStarted(ts=c.started_at, level="debug", code="COOLDOWN", cooldown=c,
+                                message=f"cooldown {c.symbol} until {c.until:.0f}")
+                for c in self.store.cooldowns() if c.active(now)]
+        for did, event in self._decisions.items():
+            pending = self.pending.get(did)
+            out.append(event.model_copy(update={"expires_at": pending.expires_at if pending else None}))
+        lines = [e for e in self.recent if e.level != "debug" and e.kind not in REPLAYED_AS_STATE]
+        out += [LogEvent(ts=e.ts, level=e.level, message=e.message, code=e.code) for e in lines[-REPLAY_LOG_LINES:]]
+        return out
 
     def emit(self, event: BaseEvent) -> None:
         """Deliver an event to every subscriber, from whatever thread produced it;
         subscribers must be thread-safe (Textual's post_message is)."""
         with self._emit_lock:
+            self.seq += 1
             if isinstance(event, PositionClosed):
                 self._count_close(event.trade.closed_at, event.trade.pnl)
+            elif isinstance(event, DecisionEvent):
+                self._decisions.pop(event.record.decision.decision_id, None)
+                self._decisions[event.record.decision.decision_id] = event
+                while len(self._decisions) > REPLAY_DECISIONS:
+                    self._decisions.popitem(last=False)
+            if event.kind in LAST_OF_KIND:
+                self._last[event.kind] = event
             self.recent.append(event)
             for fn in list(self._subscribers):
                 try:
@@ -163,6 +213,10 @@ class Engine:
 
     def _log(self, level: str, message: str, code: str = "") -> None:
         self.emit(LogEvent(ts=self.clock.now(), level=level, message=message, code=code))  # type: ignore[arg-type]
+
+    def log_line(self, level: str, message: str, code: str = "") -> None:
+        """A line in the engine's log (for the service and the runners around it)."""
+        self._log(level, message, code)
 
     def state_event(self) -> EngineState:
         if self.degraded:
@@ -201,6 +255,7 @@ class Engine:
                   f"decider {self.decider.name}, symbols {', '.join(self.settings.symbols)}", "START")
         await self._guard(self._reconcile)
         await self._io(self._rebuild_today)
+        await self._io(self._load_decisions)
         await self.publish_account()
         self._arm_jobs()
         self._arm_exits()
@@ -314,6 +369,26 @@ class Engine:
             self._log("info", f"state cleanup: {counts}", "CLEANUP")
 
         await self._guard(work)
+
+    def _load_decisions(self) -> None:
+        """The newest decisions from the journal, for consoles attaching (read once at start).
+        A decision still PENDING there was left by a previous run: nobody can approve it now."""
+        records = self.store.decisions(limit=REPLAY_DECISIONS)  # newest first
+        for i, rec in enumerate(records):
+            if rec.status == "PENDING" and rec.decision.decision_id not in self.pending:
+                d = rec.decision
+                rec = rec.model_copy(update={"status": "EXPIRED",
+                                             "message": f"{d.symbol} {d.action.value} EXPIRED: scalpdesk restarted"})
+                self.store.update_decision(rec)
+                records[i] = rec
+        with self._emit_lock:
+            for rec in records:  # each older one goes in front: oldest first in the end
+                did = rec.decision.decision_id
+                if did in self._decisions:
+                    continue
+                self._decisions[did] = DecisionEvent(ts=rec.recorded_at, level="debug", message=rec.message,
+                                                     code=rec.status, record=rec)
+                self._decisions.move_to_end(did, last=False)
 
     # --- today's figures ----------------------------------------------------------
 
@@ -525,9 +600,10 @@ class Engine:
             return
         if self.mode == "auto":
             await self._execute(record)
-        elif self.headless:
+        elif self.headless and not self.consoles:
             await self._record(
-                record.model_copy(update={"message": f"{sym} {act} proposed; APPROVE mode headless: not executed"}),
+                record.model_copy(update={"message": f"{sym} {act} proposed; APPROVE mode and no console attached "
+                                                     "to approve it: not executed"}),
                 "info",
             )
         else:
