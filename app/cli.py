@@ -15,8 +15,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scalpdesk",
         description="Terminal console for AI-assisted scalping of Bybit USDT perpetuals. "
-        "Subcommands: `scalpdesk replay`, `scalpdesk report`, `scalpdesk klines`, `scalpdesk state check`, "
-        "`scalpdesk doctor` (each with --help).",
+        "Subcommands: `scalpdesk status`, `scalpdesk stop`, `scalpdesk replay`, `scalpdesk report`, "
+        "`scalpdesk klines`, `scalpdesk state check`, `scalpdesk doctor` (each with --help).",
     )
     p.add_argument("--config", type=Path, help="TOML settings file (default ~/.config/scalpdesk/config.toml)")
     p.add_argument("--venue", choices=["sim", "paper", "testnet", "demo", "live"])
@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         from app.klines_cmd import run as klines_main
 
         return klines_main(argv[1:])
+    if argv[:1] in (["status"], ["stop"]):
+        from app.engine_cmd import run as engine_main
+
+        return engine_main(argv[1:], stop=argv[0] == "stop")
     if argv[:1] == ["replay"]:
         from app.replay_cmd import run as replay_main
 

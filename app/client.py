@@ -20,6 +20,7 @@ from engine.protocol import (
     Error,
     EventMessage,
     Hello,
+    Replayed,
     ResultMessage,
     decode,
     encode,
@@ -104,12 +105,12 @@ class EngineClient:
             raise EngineGone("the engine closed the connection")
         return decode(line)
 
-    async def messages(self) -> AsyncIterator[EventMessage]:
-        """Events, replayed then live, until the engine goes away (EngineGone)."""
+    async def messages(self) -> AsyncIterator[EventMessage | Replayed]:
+        """Events, replayed then (after Replayed) live, until the engine goes away (EngineGone)."""
         try:
             while True:
                 msg = await self._read()
-                if isinstance(msg, EventMessage):
+                if isinstance(msg, (EventMessage, Replayed)):
                     yield msg
                 elif isinstance(msg, ResultMessage):
                     fut = self._waiting.pop(msg.id, None)
@@ -119,12 +120,15 @@ class EngineClient:
                     raise EngineGone(f"the engine stopped: {msg.reason}")
                 elif isinstance(msg, Error):
                     raise EngineGone(f"the engine said: {msg.message}")
-        finally:
+        except EngineGone:
+            # Only a connection that ended fails the commands waiting on it (a reader that
+            # merely stopped reading does not: another may read on).
             gone = CommandResult.failed("the engine went away before it answered")
             for fut in self._waiting.values():
                 if not fut.done():
                     fut.set_result(gone)
             self._waiting.clear()
+            raise
 
     async def send(self, command: Command) -> CommandResult:
         """Send a command; its result arrives through messages(), which must be running."""
@@ -188,7 +192,8 @@ class EngineLink:
             try:
                 async for msg in client.messages():
                     self.seq = max(self.seq, msg.seq)
-                    self.on_event(msg.event, msg.replay)
+                    if isinstance(msg, EventMessage):
+                        self.on_event(msg.event, msg.replay)
             except EngineGone as e:
                 self._set(False, str(e))
             finally:

@@ -48,6 +48,14 @@ class Hello(BaseModel):
     pid: int
     clock: ClockInfo | None = None  # the engine's
     state_dir: str = ""
+    consoles: int = 0  # attached before this one (the engine's hello)
+
+
+class Replayed(BaseModel):
+    """The replay is over: what follows happens now."""
+
+    type: Literal["replayed"] = "replayed"
+    seq: int
 
 
 class Error(BaseModel):
@@ -80,7 +88,7 @@ class ResultMessage(BaseModel):
 
 
 Message = Annotated[
-    Union[Hello, Error, Bye, EventMessage, CommandMessage, ResultMessage],
+    Union[Hello, Error, Bye, Replayed, EventMessage, CommandMessage, ResultMessage],
     Field(discriminator="type"),
 ]
 MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)

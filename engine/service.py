@@ -33,6 +33,7 @@ from engine.protocol import (
     Error,
     EventMessage,
     Hello,
+    Replayed,
     ResultMessage,
     decode,
     encode,
@@ -65,6 +66,7 @@ class EngineService:
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._queues: set[asyncio.Queue[bytes | None]] = set()
+        self._senders: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._line_seq, self._line = -1, b""
 
@@ -92,6 +94,8 @@ class EngineService:
             q.put_nowait(None)
         if self._server is not None:
             self._server.close()
+        if self._senders:  # what is queued (a last result, the goodbye) goes out first
+            await asyncio.wait(list(self._senders), timeout=2.0)
         for w in list(self._writers):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(w.drain(), 1.0)
@@ -137,7 +141,7 @@ class EngineService:
         if theirs.protocol != PROTOCOL:
             await self._refuse(writer, mismatch(ours, theirs))
             return
-        writer.write(encode(ours))
+        writer.write(encode(ours.model_copy(update={"consoles": self.engine.consoles})))
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         dropped = False
@@ -161,13 +165,16 @@ class EngineService:
         try:
             for event in replay:
                 writer.write(encode(EventMessage(seq=seq, replay=True, event=event)))  # type: ignore[arg-type]
+            writer.write(encode(Replayed(seq=seq)))
             await writer.drain()
             sender = asyncio.create_task(self._send(queue, writer))
+            self._senders.add(sender)
             try:
                 await self._commands(reader, queue)
             finally:
                 queue.put_nowait(None)
                 await sender
+                self._senders.discard(sender)
         finally:
             self.engine.unsubscribe(on_event)
             self._queues.discard(queue)
