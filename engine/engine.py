@@ -137,7 +137,7 @@ class Engine:
         self.timers = timers if timers is not None else timers_for(clock)
         self.inline_io = inline_io
         self._subscribers: list[Subscriber] = []
-        self._emit_lock = threading.Lock()
+        self._emit_lock = threading.RLock()
         self.seq = 0  # events emitted
         self.consoles = 0  # consoles attached (the service counts them): someone can approve
         self._last: dict[str, BaseEvent] = {}  # the newest event of each LAST_OF_KIND
