@@ -30,6 +30,7 @@ from app.screens import (
     ConfirmScreen,
     DecisionScreen,
     HelpScreen,
+    JournalCache,
     JournalScreen,
     Section,
     StatisticsScreen,
@@ -126,6 +127,7 @@ class ScalpDeskApp(App[int]):
         self._degraded = engine.degraded
         self._approval_toast_at = -APPROVAL_TOAST_SEC
         self._gc = GcPolicy()
+        self.journal = JournalCache(engine.settings.state_dir)  # what j and s read, kept between reads
 
     # --- layout ----------------------------------------------------------------
 
@@ -457,12 +459,13 @@ class ScalpDeskApp(App[int]):
         s = self.engine.settings
         self.push_screen(JournalScreen(s.state_dir, start_equity=s.paper_equity,
                                        default_cooldown_sec=s.default_cooldown_sec, now=self.clock.now,
-                                       inputs=self.inputs))
+                                       inputs=self.inputs, cache=self.journal))
 
     def action_statistics(self) -> None:
         s = self.engine.settings
         self.push_screen(StatisticsScreen(s.state_dir, start_equity=s.paper_equity,
-                                          default_cooldown_sec=s.default_cooldown_sec, now=self.clock.now))
+                                          default_cooldown_sec=s.default_cooldown_sec, now=self.clock.now,
+                                          cache=self.journal))
 
     def action_panel(self, panel: str) -> None:
         self.show_panel(panel, focus=True)

@@ -4,6 +4,7 @@ its decisions) in full, the journal and the statistics."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from textual.widgets import Footer, Input, Label, Select, Static, Tab, Tabs
 from engine.journal import read_decisions, read_journal
 from engine.models import DecisionRecord, SymbolFeatures, Trade
 from engine.report import DAY, Report, build_report, money, pct, write_csv
+from engine.store import HISTORY_DIR
 from widgets import format as fmt
 from widgets.journal import ALL, JournalTable, day_of, matches
 from widgets.statistics import StatisticsView
@@ -313,6 +315,61 @@ def _features(f: SymbolFeatures) -> str:
 # --- the journal --------------------------------------------------------------------------
 
 
+class JournalCache:
+    """The journal as the console last read it, file by file: a later read re-reads only the
+    history files that changed (a new hour, a trade journaled late into an older one) and
+    forgets those cleanup removed. A month of history is a few hundred files holding every
+    decision too; reading them all again on every j or s would take seconds.
+
+    Reads go through engine.journal.read_journal, one UTC hour at a time; thread-safe (the
+    screens read in worker threads)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple[tuple[int, int, int], list[Trade]]] = {}  # hour -> (stat, its trades)
+        self.files_read = 0  # (tests, the bench) how many hour files were read in all
+
+    def read(self) -> list[Trade]:
+        """Every trade in the state files, in close order."""
+        with self._lock:
+            history = self.state_dir / HISTORY_DIR
+            if not self.state_dir.is_dir():
+                return read_journal(self.state_dir)  # says what is wrong
+            seen: dict[str, tuple[int, int, int]] = {}
+            if history.is_dir():
+                for path in history.glob("*.json"):
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:
+                        continue
+                    seen[path.stem] = (st.st_ino, st.st_size, st.st_mtime_ns)
+            for hour in list(self._files):
+                if hour not in seen:
+                    del self._files[hour]  # removed by cleanup
+            if not self._files and seen:
+                # The first read: every file at once (the stats were taken before it, so a
+                # file written meanwhile is read again next time).
+                by_hour: dict[str, list[Trade]] = {hour: [] for hour in seen}
+                for t in read_journal(self.state_dir):
+                    by_hour.setdefault(datetime.fromtimestamp(t.closed_at, UTC).strftime("%Y-%m-%dT%H"), []).append(t)
+                self._files = {hour: (seen.get(hour, (0, 0, 0)), ts) for hour, ts in by_hour.items()}
+                self.files_read += len(seen)
+            for hour, stat in seen.items():
+                cached = self._files.get(hour)
+                if cached is not None and cached[0] == stat:
+                    continue
+                try:
+                    start = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC).timestamp()
+                except ValueError:
+                    continue  # not a history file
+                self._files[hour] = (stat, read_journal(self.state_dir, since=start, until=start + 3600))
+                self.files_read += 1
+            trades = [t for hour in sorted(self._files) for t in self._files[hour][1]]
+        return sorted(trades, key=lambda t: t.closed_at)
+
+
+
 class JournalScreen(ModalScreen[None]):
     """Every closed trade in the state files, newest first, filtered by symbol, close reason
     and UTC day. Read from the journal files (engine.journal, read-only, in a thread), so it
@@ -329,9 +386,11 @@ class JournalScreen(ModalScreen[None]):
     FILTERS = ("symbol", "reason", "day")
 
     def __init__(self, state_dir: Path, *, start_equity: float, default_cooldown_sec: float | None,
-                 now: Callable[[], float], inputs: Mapping[str, SymbolFeatures] | None = None) -> None:
+                 now: Callable[[], float], inputs: Mapping[str, SymbolFeatures] | None = None,
+                 cache: JournalCache | None = None) -> None:
         super().__init__()
         self.state_dir = Path(state_dir)
+        self.cache = cache if cache is not None else JournalCache(self.state_dir)
         self.start_equity = start_equity
         self.default_cooldown_sec = default_cooldown_sec
         self.now = now
@@ -360,7 +419,7 @@ class JournalScreen(ModalScreen[None]):
 
     async def _load(self) -> None:
         try:
-            trades = await asyncio.to_thread(read_journal, self.state_dir)
+            trades = await asyncio.to_thread(self.cache.read)
         except Exception as e:  # noqa: BLE001 - say it on the screen; the console stays up
             self.query_one("#journal-title", Label).update(f"Journal · not read: {e}")
             return
@@ -541,9 +600,10 @@ class StatisticsScreen(ModalScreen[None]):
     ]
 
     def __init__(self, state_dir: Path, *, start_equity: float, default_cooldown_sec: float | None,
-                 now: Callable[[], float], period: str = "today") -> None:
+                 now: Callable[[], float], period: str = "today", cache: JournalCache | None = None) -> None:
         super().__init__()
         self.state_dir = Path(state_dir)
+        self.cache = cache if cache is not None else JournalCache(self.state_dir)
         self.start_equity = start_equity
         self.default_cooldown_sec = default_cooldown_sec
         self.now = now
@@ -572,7 +632,7 @@ class StatisticsScreen(ModalScreen[None]):
         def compute() -> dict[str, Report]:
             import plotext  # noqa: F401 - its import (~150 ms) here, not in the first frame of the curve
 
-            return period_reports(read_journal(self.state_dir), now, self.start_equity, self.default_cooldown_sec)
+            return period_reports(self.cache.read(), now, self.start_equity, self.default_cooldown_sec)
 
         try:
             self.reports = await asyncio.to_thread(compute)

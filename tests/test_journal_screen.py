@@ -163,3 +163,24 @@ async def test_a_trade_closed_while_the_journal_is_open_comes_on_top(rig):
         await rig.engine.force_close("SOLUSDT")
         await settle(pilot)
         assert [r[:3] for r in rows(screen)] == [("SOLUSDT", "long", "FORCE_CLOSE")]
+
+
+async def test_a_second_look_rereads_only_the_files_that_changed(history_rig):
+    rig = history_rig
+    app = app_for(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await open_journal(pilot)
+        first = app.journal.files_read
+        assert first > 30  # every hour file with a trade or a decision
+        await pilot.press("escape", "s")
+        await settle(pilot)
+        assert app.journal.files_read == first  # nothing changed: nothing read again
+        await pilot.press("escape")
+        rig.decider.push(decision("SOLUSDT"))
+        await rig.engine.run_decision_cycle()
+        await rig.engine.approve(next(iter(rig.engine.pending)))
+        await rig.engine.force_close("SOLUSDT")
+        await pilot.press("j")
+        await settle(pilot)
+        assert app.journal.files_read == first + 1  # this hour's file, with the new trade
+        assert len(app.screen.table.keys()) == 41
