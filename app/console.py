@@ -26,17 +26,28 @@ from textual.widget import Widget
 from textual.widgets import Footer, Tab, Tabs
 
 from app.messages import EngineEvent
-from app.screens import ConfirmScreen, DecisionScreen, HelpScreen, Section, binding_rows
+from app.screens import (
+    ConfirmScreen,
+    DecisionScreen,
+    HelpScreen,
+    JournalCache,
+    JournalScreen,
+    Section,
+    StatisticsScreen,
+    binding_rows,
+)
 from engine.commands import Approve, CloseAll, Command, CommandResult, ForceClose, Pause, Reject, RunCycle, SetMode
 from engine.config import Settings
 from engine.engine import Engine
 from engine.events import (
     AccountUpdated,
     BaseEvent,
+    BlocksUpdated,
     CooldownStarted,
     DecisionEvent,
     EngineState,
     LogEvent,
+    MarketUpdated,
     PositionClosed,
     PositionOpened,
     PositionsUpdated,
@@ -46,7 +57,9 @@ from engine.models import SymbolFeatures
 from widgets import format as fmt
 from widgets.cooldowns import CooldownsPanel
 from widgets.decisions import DecisionsPanel, HistoryTable, PendingTable
+from widgets.journal import JournalTable
 from widgets.logs import LogPanel
+from widgets.market import MarketPanel
 from widgets.positions import PositionsPanel, PositionsTable
 from widgets.status import StatusBar
 
@@ -62,13 +75,14 @@ def find_styles() -> Path:
     raise FileNotFoundError(f"styles.tcss not found next to {here.parent} or in {here}")
 
 
-PANELS = ("decisions", "positions", "cooldowns", "log")
-PANEL_TITLES = {"decisions": "Decisions", "positions": "Positions", "cooldowns": "Cooldowns", "log": "Log"}
+PANELS = ("decisions", "positions", "cooldowns", "log", "market")
+PANEL_TITLES = {"decisions": "Decisions", "positions": "Positions", "cooldowns": "Cooldowns", "log": "Log",
+                "market": "Market"}
 TICK_SEC = 0.5  # countdowns show whole seconds; half a second keeps them from skipping one
 MAX_INPUTS = 500  # decisions whose market inputs the console remembers for the detail screen
 APPROVAL_TOAST_SEC = 8.0
 SEVERITY = {"info": "information", "warning": "warning", "error": "error"}  # a result's level as a toast
-TRADING_ACTIONS = {"mode", "pause", "run_cycle", "close_all", "help", "panel", "quit"}
+TRADING_ACTIONS = {"mode", "pause", "run_cycle", "close_all", "help", "panel", "quit", "journal", "statistics"}
 
 
 class ScalpDeskApp(App[int]):
@@ -93,6 +107,10 @@ class ScalpDeskApp(App[int]):
         Binding("2", "panel('positions')", "Positions", show=False, tooltip="Show the positions panel"),
         Binding("3", "panel('cooldowns')", "Cooldowns", show=False, tooltip="Show the cooldowns panel"),
         Binding("4", "panel('log')", "Log", show=False, tooltip="Show the log panel"),
+        Binding("5", "panel('market')", "Market", show=False, tooltip="Show the market watch"),
+        # After ? and q: where the footer is too narrow for every key, these are the ones cut.
+        Binding("j", "journal", "Journal", tooltip="Every closed trade: filters, the decisions behind each, CSV export"),
+        Binding("s", "statistics", "Stats", tooltip="Statistics: today, 7 days, 30 days, all; expectations, equity curve"),
     ]
 
     def __init__(self, engine: Engine, *, schedule: bool = True, freeze_gc: bool = False) -> None:
@@ -110,6 +128,7 @@ class ScalpDeskApp(App[int]):
         self._degraded = engine.degraded
         self._approval_toast_at = -APPROVAL_TOAST_SEC
         self._gc = GcPolicy()
+        self.journal = JournalCache(engine.settings.state_dir)  # what j and s read, kept between reads
 
     # --- layout ----------------------------------------------------------------
 
@@ -123,15 +142,18 @@ class ScalpDeskApp(App[int]):
         self.cooldowns = CooldownsPanel(id="cooldowns", classes="panel")
         self.positions = PositionsPanel(id="positions", classes="panel")
         self.log_panel = LogPanel(id="log", classes="panel")
+        self.market = MarketPanel(id="market", classes="panel")
         self.panels: dict[str, Widget] = {
             "decisions": self.decisions,
             "positions": self.positions,
             "cooldowns": self.cooldowns,
             "log": self.log_panel,
+            "market": self.market,
         }
         yield self.status
         yield self.tab_bar
         with Container(id="body"):
+            yield self.market  # the top row when every panel shows
             yield self.decisions
             yield self.cooldowns
             yield self.positions
@@ -201,6 +223,7 @@ class ScalpDeskApp(App[int]):
             return
         now = self.clock.now()
         for rec in reversed(records):
+            self.market.decision(rec, from_store=True)
             if rec.decision.decision_id not in self.engine.pending:
                 self.decisions.decision(rec, None, now, from_store=True)
         for c in cooldowns:
@@ -224,9 +247,16 @@ class ScalpDeskApp(App[int]):
             # Marks, PnL and liquidation price follow with the next PositionsUpdated.
             # Engine wish: publish the positions after an open, as after a force close.
             self.positions.opened(e.meta, now)
+        elif isinstance(e, MarketUpdated):
+            self.market.market(e.features, e.closes, e.blocks, e.ts, now)
+        elif isinstance(e, BlocksUpdated):
+            self.market.entry_blocks(e.blocks, now)
         elif isinstance(e, PositionClosed):
             self.positions.remove(e.trade.symbol)
             self._exit_requested.discard(e.trade.symbol)
+            for screen in self.screen_stack:
+                if isinstance(screen, JournalScreen):
+                    screen.add_trade(e.trade)
             self.notify(e.message, severity="information" if e.trade.pnl >= 0 else "warning")
         elif isinstance(e, CooldownStarted):
             self.cooldowns.started(e.cooldown, now)
@@ -234,6 +264,7 @@ class ScalpDeskApp(App[int]):
             self.status.equity = e.balance.equity
             self.status.available = e.balance.available
             self.status.realised = e.realised_today
+            self.status.trades = e.trades_today
         elif isinstance(e, EngineState):
             self._state(e)
         elif isinstance(e, UsageUpdated):
@@ -253,6 +284,7 @@ class ScalpDeskApp(App[int]):
             while len(self.inputs) > MAX_INPUTS:
                 self.inputs.popitem(last=False)
         self.decisions.decision(record, e.expires_at, now)
+        self.market.decision(record)
         d = record.decision
         if record.status == "PENDING":
             self.ring()
@@ -269,6 +301,7 @@ class ScalpDeskApp(App[int]):
             self.notify(record.message, title="AUTO")
 
     def _state(self, e: EngineState) -> None:
+        fmt.set_ticks(e.ticks)
         s = self.status
         s.mode = e.mode
         s.venue = e.venue
@@ -307,7 +340,8 @@ class ScalpDeskApp(App[int]):
         """False once the app is closing and its panels are being taken down (the timer
         and the engine's events may still arrive then)."""
         return all(w.is_attached for w in (self.status, self.decisions.pending, self.decisions.history,
-                                           self.positions.table, self.cooldowns.table, self.log_panel))
+                                           self.positions.table, self.cooldowns.table, self.log_panel,
+                                           self.market.table))
 
     def _tick(self) -> None:
         if not self._alive():
@@ -319,6 +353,7 @@ class ScalpDeskApp(App[int]):
         self.decisions.tick(now)
         due = self.positions.tick(now)
         self.cooldowns.tick(now)
+        self.market.tick(now)
         self.log_panel.flush()
         self._counts()
         if self.freeze_gc:
@@ -421,6 +456,18 @@ class ScalpDeskApp(App[int]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.help_sections()))
 
+    def action_journal(self) -> None:
+        s = self.engine.settings
+        self.push_screen(JournalScreen(s.state_dir, start_equity=s.paper_equity,
+                                       default_cooldown_sec=s.default_cooldown_sec, now=self.clock.now,
+                                       inputs=self.inputs, cache=self.journal))
+
+    def action_statistics(self) -> None:
+        s = self.engine.settings
+        self.push_screen(StatisticsScreen(s.state_dir, start_equity=s.paper_equity,
+                                          default_cooldown_sec=s.default_cooldown_sec, now=self.clock.now,
+                                          cache=self.journal))
+
     def action_panel(self, panel: str) -> None:
         self.show_panel(panel, focus=True)
 
@@ -490,7 +537,7 @@ class ScalpDeskApp(App[int]):
         left = self.positions.seconds_left(sym)
         lines = [
             f"{p.side.upper()} {fmt.qty(p.size)} {sym} at {p.leverage:g}x",
-            f"entry {fmt.price(p.entry_price)} · mark {fmt.price(p.mark_price)}",
+            f"entry {fmt.price(p.entry_price, sym)} · mark {fmt.price(p.mark_price, sym)}",
             f"PnL now {fmt.money(p.unrealised_pnl, True)} USDT (ROI {fmt.pct(p.roi_pct)})",
             f"time exit in {fmt.countdown(left)}" if left is not None else "no time limit known",
             "",
@@ -534,6 +581,8 @@ class ScalpDeskApp(App[int]):
             return self.positions.table
         if panel == "cooldowns":
             return self.cooldowns.table
+        if panel == "market":
+            return self.market.table
         return self.log_panel
 
     def on_descendant_focus(self, event) -> None:
@@ -556,6 +605,10 @@ class ScalpDeskApp(App[int]):
             ("Decision history", binding_rows(HistoryTable.BINDINGS)),
             ("Positions", binding_rows(PositionsTable.BINDINGS) + [("↑ ↓ ← →", "Move, scroll the columns")]),
             ("Log", [("↑ ↓ PgUp PgDn", "Scroll; Home and End jump (the newest line is at the bottom)")]),
+            ("Market watch", [("↑ ↓", "Move between symbols: the latest decision and what blocks an entry, "
+                                      "in full under the table")]),
+            ("Journal (j)", binding_rows(JournalScreen.BINDINGS) + binding_rows(JournalTable.BINDINGS)),
+            ("Statistics (s)", binding_rows(StatisticsScreen.BINDINGS)),
             ("Dialogs", [("y", "Confirm (Enter does not)"), ("n, Esc", "Cancel"),
                          ("AUTO + Enter", "Confirm AUTO on a live venue (typed)")]),
         ]

@@ -2,20 +2,22 @@
 Textual app that shows one ticking clock, in the same run:
 
 1. CPU over the run (default 60 s) with 100 open positions ticking, 10 log lines a
-   second and a decision cycle every 5 s; as a ratio to the bare app and as a percent
+   second and a decision cycle every 5 s over 10 symbols (the market watch's rows,
+   sparklines and latest decisions change with every cycle); as a ratio to the bare app and as a percent
    of one core. The same load without the console (the engine alone) is measured
    after it, so the console's own share shows. Bytes written to the terminal per
    second are counted too (that is what goes over SSH).
 2. Time from start to the first full frame: `scalpdesk` on the simulated market
    against the bare app (median of several starts, Python start-up included).
 3. Key-to-screen time of force close's confirmation under that load: c pressed on
-   the positions panel until the dialog's text has been written to the terminal.
+   the positions panel until the dialog's text has been written to the terminal; and
+   of the journal (j) and the statistics (s), read from the state files, under the same load.
 
     python bench/bench_console.py [--seconds 60] [--samples 100] [--starts 5] [--no-engine]
 
 To see where the cost goes, the load can be changed from the environment:
 BENCH_POSITIONS (100), BENCH_LOG_RATE (10 lines/s), BENCH_DECISION_SEC (5),
-BENCH_MONITOR_SEC (5); BENCH_NO_FREEZE=1 runs the console without its GC policy
+BENCH_MONITOR_SEC (5), BENCH_SYMBOLS (10: the symbols decided on, rows of the market watch); BENCH_NO_FREEZE=1 runs the console without its GC policy
 (app.console.GcPolicy); BENCH_VERBOSE=1 prints every key-to-screen sample.
 """
 
@@ -44,6 +46,9 @@ POSITIONS = int(os.environ.get("BENCH_POSITIONS", 100))
 LOG_LINES_PER_SEC = float(os.environ.get("BENCH_LOG_RATE", 10))
 DECISION_INTERVAL_SEC = int(os.environ.get("BENCH_DECISION_SEC", 5))
 MONITOR_INTERVAL_SEC = int(os.environ.get("BENCH_MONITOR_SEC", 5))
+N_SYMBOLS = min(int(os.environ.get("BENCH_SYMBOLS", 10)), 12)
+WATCHED = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "BNBUSDT", "ADAUSDT", "AVAXUSDT", "LINKUSDT",
+           "DOTUSDT", "LTCUSDT", "TRXUSDT"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -71,7 +76,7 @@ def bare_app() -> None:
 
 def loaded_engine(state_dir: Path):
     """An engine on the simulated market with 100 open positions, a decision cycle every
-    5 s (rule decider, APPROVE mode) and a monitor pass every 5 s."""
+    5 s over 10 symbols (rule decider, APPROVE mode) and a monitor pass every 5 s."""
     from engine.clock import SystemClock
     from engine.config import load_settings
     from engine.deciders.rules import RuleDecider
@@ -87,6 +92,7 @@ def loaded_engine(state_dir: Path):
         decision_interval_sec=DECISION_INTERVAL_SEC,
         monitor_interval_sec=MONITOR_INTERVAL_SEC,
         paper_equity=1_000_000.0,
+        symbols=",".join(WATCHED[:N_SYMBOLS]),
     )
     extra = [f"B{i:03d}USDT" for i in range(POSITIONS)]
     feed = SimFeed([*settings.symbols, *extra], seed=settings.sim_seed, start=clock.now())
@@ -265,6 +271,8 @@ def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
             raise SystemExit(f"the bare app did not start:\n{bare.text()[-2000:]}")
         if console.expect(b"B099USDT", 60, since_now=False) is None:  # the 100 positions are on screen
             raise SystemExit("the positions never showed")
+        if console.expect("Market ·".encode(), 60, since_now=False) is None:  # a cycle filled the market watch
+            raise SystemExit("the market watch never filled")
         time.sleep(3)  # let start-up settle
         c0, b0, cb0, bb0, t0 = console.cpu_seconds(), bare.cpu_seconds(), console.total, bare.total, time.monotonic()
         rss0 = console.rss_mib()
@@ -282,6 +290,8 @@ def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
             "rss_end_mib": rss1,
         }
         out.update(latency_phase(console))
+        out.update(screen_latency(console, b"j", b"newest first", "journal"))
+        out.update(screen_latency(console, b"s", b"the figures of", "statistics"))
         return out
     finally:
         console.stop()
@@ -315,6 +325,22 @@ def latency_phase(console: Term, samples: int | None = None) -> dict[str, float]
         "latency_p99_ms": lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))] if lat else float("nan"),
         "latency_max_ms": lat[-1] if lat else float("nan"),
     }
+
+
+def screen_latency(console: Term, key: bytes, marker: bytes, name: str, samples: int = 20) -> dict[str, float]:
+    """A key that opens a screen read from the state files, until its text is on the terminal; Esc closes."""
+    lat: list[float] = []
+    for _ in range(samples):
+        t = console.send(key)
+        seen = console.expect(marker, 5)
+        if seen is not None:
+            lat.append((seen - t) * 1000)
+        time.sleep(0.1)
+        console.send(b"\x1b")
+        time.sleep(0.6)
+    lat.sort()
+    return {f"{name}_p50_ms": statistics.median(lat) if lat else float("nan"),
+            f"{name}_max_ms": lat[-1] if lat else float("nan"), f"{name}_samples": len(lat)}
 
 
 def engine_phase(seconds: float, tmp: Path) -> float:
@@ -357,7 +383,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="scalpdesk-bench-"))
     try:
         print(f"bench_console: {POSITIONS} positions ticking, {LOG_LINES_PER_SEC} log lines/s, a decision cycle "
-              f"every {DECISION_INTERVAL_SEC} s, monitor every {MONITOR_INTERVAL_SEC} s; ptys of {COLS}x{ROWS}; "
+              f"every {DECISION_INTERVAL_SEC} s over {N_SYMBOLS} symbols (market watch), monitor every "
+              f"{MONITOR_INTERVAL_SEC} s; ptys of {COLS}x{ROWS}; "
               f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}", flush=True)
         s = startup_phase(ARGS.starts, tmp)
         print(f"start to first full frame: scalpdesk {s['console_start_s'] * 1000:.0f} ms, bare app "
@@ -373,6 +400,9 @@ def main() -> None:
         print(f"force close confirmation, key to screen under load: p50 {r['latency_p50_ms']:.1f} ms, "
               f"p99 {r['latency_p99_ms']:.1f} ms, max {r['latency_max_ms']:.1f} ms "
               f"({r['latency_samples']} samples, {r['latency_misses']} missed)", flush=True)
+        for name, key in (("journal", "j"), ("statistics", "s")):
+            print(f"{name} ({key}), key to screen under load: p50 {r[f'{name}_p50_ms']:.1f} ms, "
+                  f"max {r[f'{name}_max_ms']:.1f} ms ({r[f'{name}_samples']} samples)", flush=True)
         if not ARGS.no_engine:
             e = engine_phase(ARGS.seconds, tmp)
             print(f"the same load without the console (engine alone): {e:.1f}% of one core; the console's own "

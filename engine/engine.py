@@ -31,6 +31,7 @@ from engine.deciders.base import Decider, InvalidDecision
 from engine.events import (
     AccountUpdated,
     BaseEvent,
+    BlocksUpdated,
     CooldownStarted,
     DecisionEvent,
     EngineState,
@@ -43,9 +44,11 @@ from engine.executor import Executor
 from engine.market import LOAD, SymbolMarket
 from engine.models import (
     Action,
+    Balance,
     CloseReason,
     Decision,
     DecisionRecord,
+    EntryBlock,
     Instrument,
     Intent,
     IntentStatus,
@@ -152,6 +155,8 @@ class Engine:
         self._today_trades = 0
         self._bridge: logging.Handler | None = None
         self._batch: list[DecisionRecord] | None = None  # a cycle's records, written together
+        self._balance: Balance | None = None  # the last balance published
+        self._blocks_sent: object = None  # what the last entry blocks said (see _publish_blocks)
         self.executor = Executor(store, venue, clock, settings, self.emit)
         self.monitor = Monitor(store, venue, self.executor, clock, settings, self.emit)
 
@@ -233,6 +238,7 @@ class Engine:
             paused=self.paused,
             degraded=self.degraded,
             next_cycle_at=self.next_cycle_at,
+            ticks={s: i.tick_size for s, i in self.instruments.items()},
         )
 
     def _publish_state(self) -> None:
@@ -418,8 +424,10 @@ class Engine:
             return
         now = self.clock.now()
         self._roll_day(now)
+        self._balance = balance
         self.emit(AccountUpdated(ts=now, level="debug", balance=balance, realised_today=self._today_pnl,
                                  trades_today=self._today_trades))
+        self._publish_blocks()
 
     # --- the market -----------------------------------------------------------------
 
@@ -497,10 +505,38 @@ class Engine:
         )
 
     def _publish_market(self, snap: MarketSnapshot) -> None:
+        blocks = self._entry_blocks(self._context(snap))
+        self._blocks_sent = _blocks_key(blocks)
         self.emit(MarketUpdated(
             ts=snap.ts, level="debug", features=snap.symbols,
             closes={s: self.market[s].closes_1m(60) for s in snap.symbols if s in self.market},
+            blocks=blocks,
         ))
+
+    def _entry_blocks(self, ctx: guardrails.ReviewContext) -> dict[str, list[EntryBlock]]:
+        return {s: guardrails.entry_blocks(s, ctx, self.settings) for s in ctx.features}
+
+    def _publish_blocks(self) -> None:
+        """Between cycles (after a monitor pass, an open, a close, a pause): what would block
+        an entry now, on the cycle's market and the current account; sent when it changed."""
+        snap, balance = self.last_snapshot, self._balance
+        if snap is None or balance is None or not self._subscribers:
+            return
+        now = self.clock.now()
+        ctx = guardrails.ReviewContext(
+            now=now,
+            balance=balance,
+            positions={m.symbol: m.side for m in self.store.positions()},
+            cooldowns={c.symbol: c for c in self.store.cooldowns() if c.active(now)},
+            features=snap.symbols,
+            instruments=self.instruments,
+            paused=self.paused,
+        )
+        blocks = self._entry_blocks(ctx)
+        key = _blocks_key(blocks)
+        if key != self._blocks_sent:
+            self._blocks_sent = key
+            self.emit(BlocksUpdated(ts=now, level="debug", blocks=blocks))
 
     def _context(self, snap: MarketSnapshot) -> guardrails.ReviewContext:
         return guardrails.ReviewContext(
@@ -803,7 +839,14 @@ class Engine:
         self.paused = paused
         self._log("warning", "new entries PAUSED (exits keep working)" if paused else "new entries resumed", "PAUSE")
         self._publish_state()
+        self._publish_blocks()
         return CommandResult.done("paused" if paused else "resumed")
+
+
+def _blocks_key(blocks: dict[str, list[EntryBlock]]) -> object:
+    """What makes entry blocks news: codes and texts, a cooldown by its end (its text
+    counts its seconds down)."""
+    return {s: [(b.code, b.until if b.until is not None else b.text) for b in bs] for s, bs in blocks.items()}
 
 
 def _outcome(intent: Intent | None, what: str) -> tuple[str, str, str | None]:

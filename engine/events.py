@@ -11,6 +11,7 @@ from engine.models import (
     Balance,
     Cooldown,
     DecisionRecord,
+    EntryBlock,
     PositionMeta,
     SymbolFeatures,
     Trade,
@@ -70,11 +71,21 @@ class AccountUpdated(BaseEvent):
 
 
 class MarketUpdated(BaseEvent):
-    """What the deciders saw this cycle, per symbol, and the last hour of 1m closes."""
+    """What the deciders saw this cycle, per symbol, and the last hour of 1m closes;
+    what would block an entry of each symbol now (guardrails.entry_blocks; empty: nothing)."""
 
     kind: Literal["market"] = "market"
     features: dict[str, SymbolFeatures]
     closes: dict[str, list[float]] = {}
+    blocks: dict[str, list[EntryBlock]] = {}
+
+
+class BlocksUpdated(BaseEvent):
+    """What would block an entry of each symbol, when that changed between decision
+    cycles (a position opened or closed, a cooldown, a pause, the margin)."""
+
+    kind: Literal["blocks"] = "blocks"
+    blocks: dict[str, list[EntryBlock]]
 
 
 class EngineState(BaseEvent):
@@ -84,6 +95,7 @@ class EngineState(BaseEvent):
     paused: bool
     degraded: str = ""  # the reason, empty when healthy
     next_cycle_at: float | None = None
+    ticks: dict[str, float] = {}  # each symbol's price tick: prices are written to it
 
 
 class UsageUpdated(BaseEvent):
@@ -109,6 +121,7 @@ Event = Annotated[
         CooldownStarted,
         AccountUpdated,
         MarketUpdated,
+        BlocksUpdated,
         EngineState,
         UsageUpdated,
     ],

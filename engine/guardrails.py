@@ -19,6 +19,7 @@ from engine.models import (
     Clamp,
     Cooldown,
     Decision,
+    EntryBlock,
     Instrument,
     OrderPlan,
     Review,
@@ -128,11 +129,37 @@ def review(decision: Decision, ctx: ReviewContext, s: Settings) -> Review:
         reasons.append(code)
         detail.append(text)
 
+    for b in _entry_checks(sym, side, feats, ctx, s, reversing):
+        block(b.code, b.text)
+    if decision.confidence < s.min_confidence:
+        block(LOW_CONFIDENCE, f"confidence {decision.confidence:.2f} under {s.min_confidence:g}")
+
+    clamps: list[Clamp] = []
+    final = _clamped(decision, feats, inst, s, clamps)
+    plan, size_reasons = _size(final, side, feats, inst, ctx.balance, s)
+    for code, text in size_reasons:
+        block(code, text)
+
+    if reasons:
+        return Review(verdict=Verdict.BLOCKED, reasons=reasons, detail=detail, clamps=clamps, decision=final)
+    return Review(verdict=Verdict.EXECUTE, clamps=clamps, decision=final, order=plan)
+
+
+def _entry_checks(sym: str, side: Side, feats: SymbolFeatures, ctx: ReviewContext, s: Settings,
+                  reversing: bool = False) -> list[EntryBlock]:
+    """What blocks opening `side` on `sym` now, whatever the decision says (its confidence
+    and size are review()'s): the one set of entry rules review() and entry_blocks() share."""
+    out: list[EntryBlock] = []
+
+    def block(code: str, text: str, until: float | None = None) -> None:
+        out.append(EntryBlock(code=code, text=text, until=until))
+
+    held = ctx.positions.get(sym)
     if ctx.paused:
         block(PAUSED, "new entries are paused")
     cd = ctx.cooldowns.get(sym)
     if cd is not None and cd.active(ctx.now) and not reversing:
-        block(COOLDOWN, f"COOLDOWN: {sym} after {cd.reason}, {int(cd.seconds_left(ctx.now))}s left")
+        block(COOLDOWN, f"COOLDOWN: {sym} after {cd.reason}, {int(cd.seconds_left(ctx.now))}s left", cd.until)
     if held is not None and not reversing:
         if held != side:
             block(ONE_WAY, f"ONE-WAY MODE: Cannot open {side} while {held} position exists")
@@ -165,18 +192,23 @@ def review(decision: Decision, ctx: ReviewContext, s: Settings) -> Review:
             CONFLICTING_SIGNALS,
             f"CONFLICTING_SIGNALS: 1m trend {feats.trend_1m:+d} against 15m trend {feats.trend_15m:+d}",
         )
-    if decision.confidence < s.min_confidence:
-        block(LOW_CONFIDENCE, f"confidence {decision.confidence:.2f} under {s.min_confidence:g}")
+    return out
 
-    clamps: list[Clamp] = []
-    final = _clamped(decision, feats, inst, s, clamps)
-    plan, size_reasons = _size(final, side, feats, inst, ctx.balance, s)
-    for code, text in size_reasons:
-        block(code, text)
 
-    if reasons:
-        return Review(verdict=Verdict.BLOCKED, reasons=reasons, detail=detail, clamps=clamps, decision=final)
-    return Review(verdict=Verdict.EXECUTE, clamps=clamps, decision=final, order=plan)
+def entry_blocks(symbol: str, ctx: ReviewContext, s: Settings) -> list[EntryBlock]:
+    """What an OPEN of `symbol` (long or short) would meet now: cooldown, pause, an open
+    position (no pyramiding, one-way), max positions, margin, crash guard, conflicting
+    signals. Empty when nothing blocks an entry (a decision can still be refused for its
+    own confidence or size). For the console's market watch; review() applies the same rules."""
+    feats = ctx.features.get(symbol)
+    if feats is None or symbol not in ctx.instruments:
+        return [EntryBlock(code=UNKNOWN_SYMBOL, text=f"{symbol}: no market data or instrument")]
+    seen: dict[tuple[str, str], EntryBlock] = {}
+    held = ctx.positions.get(symbol)
+    for side in (held, "short" if held == "long" else "long") if held else ("long", "short"):
+        for b in _entry_checks(symbol, side, feats, ctx, s):  # type: ignore[arg-type]
+            seen.setdefault((b.code, b.text), b)
+    return list(seen.values())
 
 
 def _blocked(decision: Decision, reasons: list[str], detail: list[str]) -> Review:

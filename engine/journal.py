@@ -1,4 +1,5 @@
-"""Read the journal (closed trades) of a state directory read-only, without its lock.
+"""Read the journal (closed trades) and decision records of a state directory read-only,
+without its lock.
 
 A running engine holds the directory's lock and keeps writing; the report must not wait
 for it nor disturb it. History files are replaced atomically (engine.store), so a reader
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.models import Trade
+from collections.abc import Iterable
+
+from engine.models import DecisionRecord, Trade
 from engine.store import HISTORY_DIR, HISTORY_TABLES, StoreCorrupt, StoreError, _load, _parse, _part, _PART_FILE
 
 
@@ -59,3 +62,30 @@ def read_journal(state_dir: Path, since: float | None = None, until: float | Non
                 trades.append((t, path.stem, int(doc_id)))
     trades.sort(key=lambda x: (x[0].closed_at, x[1], x[2]))
     return [t for t, _, _ in trades]
+
+
+def read_decisions(state_dir: Path, ids: Iterable[str], since: float | None = None,
+                   until: float | None = None) -> dict[str, DecisionRecord]:
+    """The decision records with these decision ids, recorded in [since, until] (None:
+    unbounded; the bounds pick the hourly files read), by id. An id not found is left out.
+
+    Raises StoreError and StoreCorrupt as read_journal does."""
+    state_dir = Path(state_dir)
+    if not state_dir.is_dir():
+        what = "not a directory" if state_dir.exists() else "no such state directory"
+        raise StoreError(f"{state_dir}: {what}")
+    wanted = set(ids)
+    history = state_dir / HISTORY_DIR
+    found: dict[str, DecisionRecord] = {}
+    if not wanted or not history.is_dir():
+        return found
+    spec = HISTORY_TABLES["decisions"]
+    for path in reversed(_hour_files(history, since, until)):  # newest first: stop when all are found
+        data = _load(path) or {}
+        for doc_id, doc in (data.get("decisions") or {}).items():
+            did = (doc.get("decision") or {}).get("decision_id") if isinstance(doc.get("decision"), dict) else None
+            if did in wanted and did not in found:
+                found[did] = _parse(path, "decisions", spec, doc_id, doc)
+        if len(found) == len(wanted):
+            break
+    return found

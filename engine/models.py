@@ -298,6 +298,15 @@ class Trade(Model):
     close_decision_id: str | None = None  # the decision that closed it (AI_CLOSE), if any
 
 
+class EntryBlock(Model):
+    """What would block an entry of a symbol now: a guardrail's reason code and its line
+    (engine.guardrails.entry_blocks). `until`: when it lifts by itself (a cooldown's end)."""
+
+    code: str
+    text: str
+    until: float | None = None
+
+
 class DecisionRecord(Model):
     """A decision and what became of it: the history the console and the audit show."""
 

@@ -382,8 +382,15 @@ _GROUP_RIGHT = [False, True, True, True, True, True]
 _plot_lock = threading.Lock()  # plotext draws on one module-level figure
 
 
-def equity_plot(report: Report, width: int = 100, height: int = 15, color: bool = False) -> str:
-    """The realised equity curve drawn by plotext; "" with fewer than two points."""
+DRAWDOWN_MARK = "░"  # what fills the drawdown under the running peak in equity_plot(drawdown=True)
+
+
+def equity_plot(report: Report, width: int = 100, height: int = 15, color: bool = False, *,
+                drawdown: bool = False, title: str = "Realised equity (USDT), by close time, UTC") -> str:
+    """The realised equity curve drawn by plotext; "" with fewer than two points.
+
+    drawdown=True shades, with DRAWDOWN_MARK, what lies between the curve and its running
+    peak (the drawdown of max_drawdown_pct), on a curve sampled at every half column."""
     pts = report.equity_curve
     if len(pts) < 2:
         return ""
@@ -404,14 +411,40 @@ def equity_plot(report: Report, width: int = 100, height: int = 15, color: bool 
     xticks = [xs[0] + (xs[-1] - xs[0]) * k / 3 for k in range(4)]
     span = xs[-1] - xs[0]
     form = "%m-%d %H:%M" if span < 5 * DAY else "%Y-%m-%d"
+    if drawdown:
+        # plotext fills from each point of a signal to the same point of another: sample the
+        # steps finely enough that the fills touch (two points a column).
+        n = max(2 * width, 4)
+        sx = [xs[0] + span * k / (n - 1) for k in range(n)]
+        closes = [p.t for p in pts]
+        sy, j = [], 0
+        for x in sx:
+            while j + 1 < len(closes) and closes[j + 1] <= x:
+                j += 1
+            sy.append(pts[j].equity)
+        peak, top = [], sy[0]
+        for y in sy:
+            top = max(top, y)
+            peak.append(top)
     with _plot_lock:
+        # The size asked for, whatever terminal this process has (plotext clamps to it by default).
+        plotext.terminal.limit(False, False)
         fig = plotext.figure
         fig.clear()
         fig.plot_size(width, height)
-        sig = fig.signal(xs, ys)
-        sig.lines()
-        fig.draw(sig)
-        fig.title("Realised equity (USDT), by close time, UTC")
+        if drawdown:
+            line = fig.signal(sx, sy)
+            line.lines()
+            shade = fig.signal(sx, peak, marker=plotext.marker(DRAWDOWN_MARK))
+            shade.fill(line)
+            fig.draw(shade)
+            fig.draw(line)
+        else:
+            sig = fig.signal(xs, ys)
+            sig.lines()
+            fig.draw(sig)
+        if title:
+            fig.title(title)
         fig.ruler("y").ticks(yticks, [f"{y:,.0f}" for y in yticks])
         fig.ruler("x").ticks(xticks, [datetime.fromtimestamp(x, UTC).strftime(form) for x in xticks])
         text = fig.build().string(colorless=not color)

@@ -34,6 +34,17 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _no_ticks_from_another_test():
+    """The console's price ticks (widgets.format.TICKS) come from the engine it runs; a
+    test starts without those of the test before."""
+    from widgets import format as fmt
+
+    fmt.TICKS.clear()
+    yield
+    fmt.TICKS.clear()
+
+
 @pytest.fixture
 def settings(tmp_path):
     return load_settings(state_dir=tmp_path / "state")

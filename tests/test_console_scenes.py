@@ -9,7 +9,7 @@ import pytest
 from textual.pilot import Pilot
 
 from app.console import ScalpDeskApp
-from engine.models import Action
+from engine.models import Action, CloseReason, Decision, DecisionRecord, Review, Trade, Verdict
 from engine.venues.paper import PaperVenue
 from engine.venues.simfeed import SimFeed
 from tests.rig import Rig, calm, long_btc, make_rig
@@ -115,5 +115,104 @@ def rig(tmp_path):
 @pytest.fixture
 def live_rig(tmp_path):
     r = scene_rig(tmp_path / "state", venue_name="live")
+    yield r
+    r.store.close()
+
+
+# --- a month of trading, for the journal and the statistics -------------------------------
+
+REASONS = [CloseReason.TAKE_PROFIT, CloseReason.STOP_LOSS, CloseReason.TRAILING_STOP, CloseReason.TIME_EXIT,
+           CloseReason.FORCE_CLOSE, CloseReason.AI_CLOSE, CloseReason.LIQUIDATION]
+# BTC, ETH, SOL near their real prices; XRP and DOGE where the simulated market has them
+PRICES = {"BTCUSDT": 97_000.0, "ETHUSDT": 3_400.0, "SOLUSDT": 230.0, "XRPUSDT": 97.4, "DOGEUSDT": 100.5}
+HISTORY_SEC = 2 * 3600  # the clock is moved this far into the day, so some trades closed today
+
+
+def _pnl(i: int, reason: CloseReason) -> float:
+    return {
+        CloseReason.TAKE_PROFIT: 8.0 + (i % 5) * 3.1,
+        CloseReason.STOP_LOSS: -(6.0 + (i % 4) * 2.3),
+        CloseReason.TRAILING_STOP: 5.0 + (i % 3) * 1.7,
+        CloseReason.TIME_EXIT: ((i % 5) - 2) * 1.45,
+        CloseReason.FORCE_CLOSE: -1.36,
+        CloseReason.AI_CLOSE: 2.1 if i % 2 else -3.05,
+        CloseReason.LIQUIDATION: -41.2,
+    }[reason]
+
+
+def history_trades(now: float) -> list[tuple[Trade, list[DecisionRecord]]]:
+    """40 closed trades over four weeks up to `now` (five today), every close reason, each
+    with the decision that opened it (and, for AI_CLOSE, the one that closed it)."""
+    out = []
+    closes = [now - 600 - (35 - i) * 19 * 3600 for i in range(36)] + [now - m * 60 for m in (105, 75, 45, 20)]
+    for i, closed in enumerate(closes):
+        sym = SYMBOLS[i % len(SYMBOLS)]
+        reason = REASONS[i % len(REASONS)]
+        side = "long" if (i // 2) % 2 == 0 else "short"
+        sign = 1 if side == "long" else -1
+        entry = round(PRICES[sym] * (1 + ((i % 9) - 4) / 400), 4)
+        qty = round(1000 / entry, 3 if entry > 1000 else 1 if entry > 1 else 0)
+        fees = round(qty * entry * 0.00055 * 2, 4)
+        pnl = round(_pnl(i, reason), 2)
+        exit_ = round(entry * (1 + sign * (pnl + fees) / (qty * entry)), 4)
+        duration = 540 + (i % 6) * 431
+        did, cid = f"d-{i + 1:032x}", f"d-c{i + 1:031x}"
+        trade = Trade(symbol=sym, side=side, qty=qty, entry_price=entry, exit_price=exit_, opened_at=closed - duration,
+                      closed_at=closed, pnl=pnl, roi_pct=round(pnl / (qty * entry / 5) * 100, 4),
+                      duration_sec=duration, reason=reason, leverage=5, intent_id=f"o-{i + 1:032x}", fees=fees,
+                      cooldown_sec=900, decision_id=did,
+                      close_decision_id=cid if reason is CloseReason.AI_CLOSE else None)
+        act = Action.OPEN_LONG if side == "long" else Action.OPEN_SHORT
+        opening = Decision(decision_id=did, symbol=sym, action=act, confidence=0.8, leverage=5, size_pct=10,
+                           tp_pct=2.0, sl_pct=1.5, time_in_trade_limit_sec=2400, cooldown_sec=900, source="rules",
+                           rationale=f"1m/5m/15m trends aligned {'up' if sign > 0 else 'down'}, RSI(1m) {50 + sign * 8}",
+                           created_at=trade.opened_at - 3)
+        records = [DecisionRecord(decision=opening, review=Review(verdict=Verdict.EXECUTE, decision=opening),
+                                  status="EXECUTED", message=f"{sym} {act.value} EXECUTED [intent:{trade.intent_id}]",
+                                  recorded_at=trade.opened_at - 2, intent_id=trade.intent_id)]
+        if reason is CloseReason.AI_CLOSE:
+            closing = Decision(decision_id=cid, symbol=sym, action=Action.CLOSE, confidence=0.7, source="rules",
+                               rationale="the 1m and 5m trends turned against the position", created_at=closed - 3)
+            records.append(DecisionRecord(decision=closing, review=Review(verdict=Verdict.EXECUTE, decision=closing),
+                                          status="EXECUTED", message=f"{sym} CLOSE EXECUTED", recorded_at=closed - 2,
+                                          intent_id=f"c-{i + 1:032x}"))
+        out.append((trade, records))
+    return out
+
+
+def write_history(rig: Rig) -> list[Trade]:
+    """Move the clock two hours into the day and write a month of trades (and their
+    decisions) through the store, as the engine would have."""
+    rig.clock.advance(HISTORY_SEC)
+    trades = []
+    for trade, records in history_trades(rig.clock.now()):
+        for rec in records:
+            rig.store.add_decision(rec)
+        rig.store.add_trade(trade)
+        trades.append(trade)
+    return trades
+
+
+async def history_desk(pilot: Pilot, rig: Rig) -> None:
+    """A month of closed trades in the state files, then the console starts: a cycle of
+    HOLDs fills the market watch."""
+    await started(pilot)
+    await hold_cycle(pilot, rig)
+    pilot.app.clear_notifications()
+    await settle(pilot)
+
+
+async def hold_cycle(pilot: Pilot, rig: Rig) -> None:
+    """A cycle in which the decider holds on every symbol, with its reason."""
+    rig.decider.push(*(decision(s, Action.HOLD, confidence=0.3, rationale="no aligned trend (1m +1, 5m -1, 15m +1)")
+                       for s in SYMBOLS))
+    await rig.engine.run_decision_cycle()
+    await settle(pilot)
+
+
+@pytest.fixture
+def history_rig(tmp_path):
+    r = scene_rig(tmp_path / "state")
+    write_history(r)
     yield r
     r.store.close()

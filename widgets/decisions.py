@@ -58,8 +58,8 @@ class PendingTable(DecisionTable):
         ("symbol", "Symbol", 12),
         ("action", "Action", 10),
         ("conf", "Conf", 4),
-        ("size", "Size/Lev", 10),
-        ("tpsl", "TP/SL", 10),
+        ("size", "Size × Lev", 11),
+        ("tpsl", "TP / SL", 13),
         ("limit", "Limit", 5),
         ("verdict", "Verdict", 9),
         ("reasons", "Reasons", None),
@@ -73,8 +73,8 @@ class HistoryTable(DecisionTable):
         ("action", "Action", 10),
         ("outcome", "Outcome", 30),
         ("conf", "Conf", 4),
-        ("size", "Size/Lev", 10),
-        ("tpsl", "TP/SL", None),
+        ("size", "Size × Lev", 11),
+        ("tpsl", "TP / SL", None),
     )
 
 

@@ -6,9 +6,17 @@ panel writes a number the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from engine.models import Action, DecisionRecord, Verdict
+
+# Each symbol's price tick, as the engine last said (MarketUpdated): a price is written
+# with the decimals of its instrument's tick. Ticks never differ between two consoles of
+# one venue, so one table for the process is enough.
+TICKS: dict[str, float] = {}
+MINUS = "−"  # U+2212: a minus as wide as the plus, for columns of signed numbers
 
 
 def clock(ts: float) -> str:
@@ -52,10 +60,24 @@ def pct(value: float | None, signed: bool = True, digits: int = 2) -> str:
     return f"{value:+.{digits}f}%" if signed else f"{value:.{digits}f}%"
 
 
-def price(value: float | None) -> str:
-    """Enough decimals for the price's size, like an exchange ticker."""
+def set_ticks(ticks: Mapping[str, float]) -> None:
+    TICKS.update({s: t for s, t in ticks.items() if t > 0})
+
+
+def tick_decimals(tick: float) -> int:
+    """0.1 → 1, 0.0001 → 4, 0.5 → 1, 1 → 0."""
+    exponent = Decimal(repr(tick)).normalize().as_tuple().exponent
+    return max(0, -int(exponent))
+
+
+def price(value: float | None, symbol: str | None = None) -> str:
+    """With the decimals of the symbol's tick, thousands separated; without a known tick,
+    enough decimals for the price's size, like an exchange ticker."""
     if value is None or value == 0:
         return "—"
+    tick = TICKS.get(symbol) if symbol else None
+    if tick:
+        return f"{value:,.{tick_decimals(tick)}f}"
     a = abs(value)
     if a >= 10_000:
         return f"{value:,.1f}"
@@ -67,7 +89,31 @@ def price(value: float | None) -> str:
 
 
 def qty(value: float) -> str:
-    return f"{value:g}"
+    """A quantity as given (no float noise, no exponent), thousands separated: 1,200.5."""
+    d = Decimal(repr(float(value))).normalize()
+    if d == d.to_integral_value():
+        return f"{int(d):,}"
+    return f"{d:,f}"
+
+
+def signed_pct(value: float | None, digits: int = 1) -> str:
+    """+1.0% / −1.0% with a true minus sign; — when unknown."""
+    if value is None:
+        return "—"
+    text = f"{abs(value):,.{digits}f}%"
+    if round(value, digits) == 0:
+        return text
+    return ("+" if value > 0 else MINUS) + text
+
+
+def elapsed(seconds: float | None) -> str:
+    """How long something lasted: 31:07, 1:02:03 (whole seconds, rounded down)."""
+    if seconds is None:
+        return "—"
+    sec = int(max(seconds, 0.0))
+    h, rem = divmod(sec, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def verdict(record: DecisionRecord) -> str:
@@ -144,18 +190,19 @@ def size_lev(record: DecisionRecord) -> str:
     d = record.review.decision if record.review is not None else record.decision
     if not d.action.opens and d.action is not Action.REVERSE:
         return "—"
-    size = f"{d.size_pct:g}%" if d.size_pct is not None else "auto"
+    size = f"{d.size_pct:,.1f}%" if d.size_pct is not None else "auto"
     lev = f"{d.leverage:g}x" if d.leverage is not None else "auto"
-    return f"{size}/{lev}"
+    return f"{size} × {lev}"
 
 
 def tp_sl(record: DecisionRecord) -> str:
     d = record.review.decision if record.review is not None else record.decision
     if d.tp_pct is None and d.sl_pct is None:
         return "—"
-    tp = f"{d.tp_pct:.2g}" if d.tp_pct is not None else "atr"
-    sl = f"{d.sl_pct:.2g}" if d.sl_pct is not None else "atr"
-    return f"{tp}/{sl}%"
+    # TP as the gain it takes, SL as the loss it cuts, whatever the side.
+    tp = signed_pct(d.tp_pct) if d.tp_pct is not None else "ATR"
+    sl = signed_pct(-d.sl_pct) if d.sl_pct is not None else "ATR"
+    return f"{tp} / {sl}"
 
 
 def time_limit(record: DecisionRecord) -> str:

@@ -198,11 +198,11 @@ class PositionsPanel(Vertical):
             "pnl": self._text(fmt.money(p.unrealised_pnl, signed=True), pnl_style),
             "roi": self._text(fmt.pct(p.roi_pct), pnl_style),
             "exit": self._exit_cell(sym),
-            "entry": self._text(fmt.price(p.entry_price)),
-            "mark": self._text(fmt.price(p.mark_price)),
-            "liq": self._text(fmt.price(p.liq_price), "muted"),
-            "tp": self._text(fmt.price(tp)),
-            "sl": self._text(fmt.price(sl)),
+            "entry": self._text(fmt.price(p.entry_price, sym)),
+            "mark": self._text(fmt.price(p.mark_price, sym)),
+            "liq": self._text(fmt.price(p.liq_price, sym), "muted"),
+            "tp": self._text(fmt.price(tp, sym)),
+            "sl": self._text(fmt.price(sl, sym)),
             "trail": self._text("armed", "armed") if armed else self._text("—", "muted"),
         }
         for col in PositionsTable.RIGHT:

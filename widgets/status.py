@@ -28,6 +28,7 @@ class StatusBar(Vertical):
     equity: var[float | None] = var(None, init=False)
     available: var[float | None] = var(None, init=False)
     realised: var[float | None] = var(None, init=False)
+    trades: var[int | None] = var(None, init=False)
     positions: var[int] = var(0, init=False)
     next_cycle: var[str] = var("—", init=False)
     usage: var[str] = var("", init=False)
@@ -117,9 +118,13 @@ class StatusBar(Vertical):
     def watch_available(self) -> None:
         self._label("avail").update(fmt.money(self.available))
 
+    def watch_trades(self) -> None:
+        self.watch_realised()
+
     def watch_realised(self) -> None:
         label = self._label("pnl")
-        label.update(fmt.money(self.realised, signed=True))
+        trades = f", {self.trades:,} trade{'' if self.trades == 1 else 's'}" if self.trades else ""
+        label.update(fmt.money(self.realised, signed=True) + trades)
         value = self.realised or 0.0
         label.set_class(value > 0, "-profit")
         label.set_class(value < 0, "-loss")

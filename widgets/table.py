@@ -39,6 +39,13 @@ class KeyedTable(DataTable):
         self._shown: dict[tuple[str, str], tuple[str, str]] = {}
 
     def on_mount(self) -> None:
+        self._ensure_columns()
+
+    def _ensure_columns(self) -> None:
+        # A row can arrive before the table is mounted (events replayed at attach): its
+        # columns must exist first, or its cells are never made.
+        if self.columns:
+            return
         for key, label, width in self.COLUMNS:
             self.add_column(Text(label, justify="right" if key in self.RIGHT else "left"), key=key, width=width)
 
@@ -63,6 +70,7 @@ class KeyedTable(DataTable):
     def set_row(self, key: str, cells: Mapping[str, Text]) -> bool:
         """Add the row, or change the cells that differ. True if it was added."""
         if not self.has(key):
+            self._ensure_columns()
             row = [cells.get(col, Text("")) for col, _, _ in self.COLUMNS]
             self.add_row(*row, key=key)
             for col, text in cells.items():
