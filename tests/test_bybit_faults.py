@@ -86,6 +86,7 @@ def test_a_connection_reset_is_an_unknown_outcome_too(srv, venue):
 def test_a_retry_answered_duplicate_is_resolved_by_lookup_not_a_failure(srv, venue):
     ex = srv.exchange
     ex.lookup_lag_sec = 3.0  # long enough for the look-up to believe it absent and resend
+    ex.history_lag_sec = 3.0  # the executions too
     ex.fail(CREATE, "delay_after", seconds=1.0)
     info = venue.place_order(order("o-dup"))
     assert info.filled and info.order_link_id == "o-dup"
