@@ -162,16 +162,22 @@ class Engine:
         # BYBIT_HEDGE_MODE=true) says why; entries stop, exits keep working.
         ensure_mode = getattr(self.venue, "ensure_position_mode", None)
         if ensure_mode is not None:
-            ensure_mode()
+            try:
+                ensure_mode()
+            except AuthError:
+                raise
+            except VenueError as e:  # not known now: every open asks again, exits go on
+                self._log("warning", f"{e}; each open asks again", "VENUE_ERROR")
         refusal = getattr(self.venue, "refusal", "")
         if refusal:
             self._degrade(refusal)
         executing = len(self.store.intents(IntentStatus.EXECUTING))
         if executing:
             self._log("warning", f"reconciling {executing} EXECUTING intent(s) by orderLinkId", "RECONCILE")
-        # Grace 0: at start nothing is in flight any more; an order the venue does not
-        # know is FAILED, and if it shows up later its position is adopted, never reopened.
-        self.monitor.run_once(grace_sec=0.0)
+        # An order sent just before the stop (or kill) may still land: it stays in flight,
+        # and no entry of its symbol is sent, until it is found or the venue can no longer
+        # take it; a late fill after that is recognised, never reopened.
+        self.monitor.run_once()
 
     def _start_scheduler(self) -> None:
         s = self.settings
@@ -282,6 +288,7 @@ class Engine:
             features=snap.symbols,
             instruments=self.instruments,
             paused=self.paused,
+            in_flight=self.executor.in_flight(),
         )
 
     async def run_decision_cycle(self) -> None:
