@@ -89,6 +89,7 @@ class Engine:
         self.mode = settings.mode
         self.paused = False
         self.degraded = ""
+        self._decider_down = False  # degraded by the decider: a cycle would decide nothing
         self.pending: dict[str, Pending] = {}
         self.recent: deque[BaseEvent] = deque(maxlen=1000)
         self.next_cycle_at: float | None = None
@@ -124,7 +125,7 @@ class Engine:
 
     def state_event(self) -> EngineState:
         if self.degraded:
-            text = f"engine degraded: {self.degraded}"
+            text = f"engine degraded (no new entries; exits keep running): {self.degraded}"
         else:
             text = f"engine {'paused' if self.paused else 'running'}, mode {self.mode.upper()}"
         return EngineState(
@@ -227,7 +228,7 @@ class Engine:
             return  # said once; every later pass would only repeat it
         self.degraded = reason
         self.paused = True
-        self._log("error", f"TRADING STOPPED: {reason}", "DEGRADED")
+        self._log("error", f"TRADING STOPPED for new entries (exits keep running): {reason}", "DEGRADED")
         self._publish_state()
 
     # --- jobs -------------------------------------------------------------------
@@ -287,7 +288,7 @@ class Engine:
             cooldowns={c.symbol: c for c in snap.cooldowns},
             features=snap.symbols,
             instruments=self.instruments,
-            paused=self.paused,
+            paused=self.paused or bool(self.degraded),
             in_flight=self.executor.in_flight(),
         )
 
@@ -299,14 +300,19 @@ class Engine:
             return
         async with self._cycle_lock:
             self.next_cycle_at = self._next_cycle()
+            if getattr(self.venue, "refusal", ""):  # found by a re-check of the venue
+                self._degrade(self.venue.refusal)  # type: ignore[attr-defined]
             self._publish_state()
-            if self.degraded:
+            # Degraded stops entries (the guardrails see it as paused), nothing else: CLOSE
+            # decisions still run, unless the decider itself is what is down.
+            if self._decider_down:
                 return
             try:
                 snap = await asyncio.to_thread(self._snapshot, list(self.settings.symbols))
             except VenueError as e:
                 if isinstance(e, AuthError):
                     self._degrade(f"venue refused the keys: {e}")
+                    return  # said once by _degrade
                 self._log("error", f"market snapshot failed: {e}; cycle skipped", "VENUE_ERROR")
                 return
             self.last_snapshot = snap
@@ -321,6 +327,7 @@ class Engine:
             if isinstance(usage, dict):
                 self.emit(UsageUpdated(ts=self.clock.now(), level="debug", code="USAGE", **usage))
             if result.audit.get("degraded"):
+                self._decider_down = True
                 self._degrade(f"decider {self.decider.name}: {result.audit['degraded']}")
             self._batch = []
             try:

@@ -288,7 +288,7 @@ class Executor:
             self._log(
                 "info",
                 f"ORDER {plan.symbol}: side={bybit_side(plan.side).lower()} qty={plan.qty:g} "
-                f"TP={plan.take_profit:g} SL={plan.stop_loss:g} lev={plan.leverage:g}x "
+                f"TP={plan.take_profit:g} SL={plan.stop_loss:g} lev={plan.leverage:g}x idx=0 "
                 f"MaxTime={d.time_in_trade_limit_sec}s",
                 "ORDER",
             )
