@@ -36,12 +36,22 @@ class JsonLines:
 
 
 async def run_headless(settings: Settings, verbose: bool = False, run_for: float | None = None) -> int:
+    """Run until SIGTERM / SIGINT (or run_for seconds). A stop takes no new decisions,
+    lets the work in flight finish or give up within a bounded time, says which orders it
+    leaves unknown, and closes the store last; exit status 0."""
     engine = build_engine(settings, headless=True)
     engine.subscribe(JsonLines(sys.stdout, verbose))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            engine._log("warning", f"{sig.name}: stopping (no new decisions; work in flight finishes or gives up)",
+                        "STOP")
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await engine.start()
         if settings.mode == "approve":
@@ -56,5 +66,5 @@ async def run_headless(settings: Settings, verbose: bool = False, run_for: float
             pass
     finally:
         await engine.stop()
-        engine.store.close()
+        engine.store.close()  # last: everything the stop wrote is on disk
     return 0

@@ -45,6 +45,18 @@ log = logging.getLogger(__name__)
 
 Subscriber = Callable[[BaseEvent], None]
 
+# How long a stop waits for work in flight (a decision cycle, an order in its retries, a
+# monitor pass) beyond one venue request timeout: the venue gives up its back-offs and
+# look-up loops at once, so what is left is at most one request.
+STOP_GRACE_SEC = 3.0
+
+
+class _DropCancelled(logging.Filter):
+    """A job cancelled because the engine stopped is not an error worth a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
 
 class _VenueLogBridge(logging.Handler):
     """Venue modules log through Python logging (retries, resyncs, mode switches); the
@@ -89,6 +101,7 @@ class Engine:
         self.mode = settings.mode
         self.paused = False
         self.degraded = ""
+        self.stopping = False
         self._decider_down = False  # degraded by the decider: a cycle would decide nothing
         self.pending: dict[str, Pending] = {}
         self.recent: deque[BaseEvent] = deque(maxlen=1000)
@@ -201,9 +214,30 @@ class Engine:
         return self.clock.now() + self.settings.decision_interval_sec
 
     async def stop(self) -> None:
+        """Stop taking decisions; let the work in flight finish or give up within a bounded
+        time (the venue ends its back-offs and look-up loops at once); say which orders are
+        left in flight (EXECUTING: the next start looks them up). The caller closes the
+        store after this."""
+        self.stopping = True
         if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.pause()  # no new job starts; the running ones go on
+        self.executor.stop()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + STOP_GRACE_SEC + float(getattr(self.settings, "bybit_timeout_sec", 0.0))
+        while self._working() and loop.time() < until:
+            await asyncio.sleep(0.05)
+        if self._working():
+            self._log("warning", "stopped while venue work was still running; what it would have written is left "
+                      "for the next start to reconcile", "STOP")
+        if self.scheduler is not None and self.scheduler.running:
+            logging.getLogger("apscheduler.executors.default").addFilter(_DropCancelled())
             self.scheduler.shutdown(wait=False)
         self.scheduler = None
+        left = self.executor.in_flight_intents()
+        if left:
+            what = "; ".join(f"{i.symbol} {i.kind.lower()} {i.side} [intent:{i.intent_id}]" for i in left)
+            self._log("warning", f"STOPPED with {len(left)} order(s) whose outcome is unknown, left EXECUTING: {what}; "
+                      "the next start looks them up by orderLinkId", "LEFT_UNKNOWN")
         if self._bridge is not None:
             logging.getLogger("engine.venues").removeHandler(self._bridge)
             self._bridge = None
@@ -222,6 +256,12 @@ class Engine:
             log.exception("engine job failed")
             self._log("error", f"internal error: {type(e).__name__}: {e}", "INTERNAL")
         return False
+
+    def _working(self) -> bool:
+        """A decision cycle, an order, a monitor pass or another job still running."""
+        ex = getattr(self.scheduler, "_executors", {}).get("default") if self.scheduler is not None else None
+        jobs = [f for f in getattr(ex, "_pending_futures", ()) if not f.done()]
+        return self.executor.busy or self._cycle_lock.locked() or bool(jobs)
 
     def _degrade(self, reason: str) -> None:
         if self.degraded == reason:
@@ -295,6 +335,8 @@ class Engine:
     async def run_decision_cycle(self) -> None:
         """One cycle: snapshot, decide, review, then execute, queue or record each decision.
         A cycle still running when the next is due is not started twice."""
+        if self.stopping:
+            return
         if self._cycle_lock.locked():
             self._log("warning", "decision cycle still running; this one is skipped", "CYCLE_SKIPPED")
             return
@@ -320,6 +362,8 @@ class Engine:
                 result = await self.decider.decide(snap)
             except Exception as e:  # noqa: BLE001 - a decider failure holds, never trades
                 self._log("error", f"decider {self.decider.name} failed: {type(e).__name__}: {e}; holding", "DECIDER_FAILED")
+                return
+            if self.stopping:
                 return
             for err in result.errors:
                 self._log("warning", f"decider: {err}", "DECIDER")
@@ -366,6 +410,8 @@ class Engine:
         return snap.model_copy(update={"balance": self.venue.balance(), "positions": self.venue.positions()})
 
     async def _dispose(self, decision: Decision, review: Review, audit: dict[str, object]) -> None:
+        if self.stopping:
+            return  # nothing new once stopping: the store is about to close
         now = self.clock.now()
         record = DecisionRecord(decision=decision, review=review, status="PROPOSED", recorded_at=now, audit=audit)
         sym, act = decision.symbol, decision.action.value

@@ -149,3 +149,64 @@ async def test_the_positions_panel_shows_a_due_exit_as_closing():
         assert panel._exit_cell("BTCUSDT").plain == "EXIT"
         panel.show([pos], [meta], now, closing=["BTCUSDT"])
         assert panel._exit_cell("BTCUSDT").plain == "closing" and panel.tick(now + 1) == []
+
+
+# --- a clean stop (SIGTERM / Ctrl+C) ------------------------------------------------------
+
+
+async def _open_in_retries(srv, rig, fault_kind: dict):
+    import asyncio
+
+    from tests.fakes.bybit_rig import scripted
+
+    decider = scripted(rig)
+    await rig.engine.start(schedule=False)
+    srv.exchange.fail(CREATE, times=10_000, **fault_kind)
+    decider.push(long_btc())
+    cycle = asyncio.create_task(rig.engine.run_decision_cycle())
+    end = time.monotonic() + 5
+    while srv.count(CREATE) < 2:
+        assert time.monotonic() < end, "the open never reached its retries"
+        await asyncio.sleep(0.02)
+    return cycle
+
+
+async def test_a_stop_during_an_opens_rate_limit_retries_finishes_it_as_not_placed(srv, tmp_path):
+    rig = make_bybit_rig(srv, tmp_path / "state", mode="auto", venue_retry_giveup_sec=30)
+    cycle = await _open_in_retries(srv, rig, dict(kind="retcode", ret_code=10006, ret_msg="Too many visits!",
+                                                  reset_in_ms=300))
+    started = time.monotonic()
+    await rig.engine.stop()
+    assert time.monotonic() - started < 2.0
+    [intent] = rig.store.intents()  # written before the store closes
+    assert intent.status is IntentStatus.FAILED and "stopping" in intent.reason and "not placed" in intent.reason
+    assert rig.store.decisions()[0].status == "FAILED"
+    assert not rig.lines("LEFT_UNKNOWN")
+    rig.store.close()
+    await cycle  # finished, no error
+    assert srv.exchange.orders_for() == []
+
+
+async def test_a_stop_when_the_order_may_have_landed_leaves_it_in_flight_and_says_which(srv, tmp_path):
+    state = tmp_path / "state"
+    rig = make_bybit_rig(srv, state, mode="auto", venue_retry_giveup_sec=30)
+    cycle = await _open_in_retries(srv, rig, dict(kind="http", status=503))  # a 5xx may have been seen
+    await rig.engine.stop()
+    [intent] = rig.store.intents()
+    assert intent.status is IntentStatus.EXECUTING and intent.sent_at is not None
+    [said] = rig.lines("LEFT_UNKNOWN")[-1:]
+    assert intent.intent_id in said and "the next start looks them up by orderLinkId" in said
+    rig.store.close()
+    await cycle
+    srv.exchange.faults.clear()
+    again = make_bybit_rig(srv, state)  # the next start resolves it (not there: FAILED at its deadline)
+    try:
+        await again.engine.start(schedule=False)
+        end = time.monotonic() + 5
+        while again.store.get_intent(intent.intent_id).status is IntentStatus.EXECUTING:
+            assert time.monotonic() < end
+            time.sleep(0.2)
+            await again.engine.run_monitor()
+        assert again.store.get_intent(intent.intent_id).status is IntentStatus.FAILED
+    finally:
+        again.store.close()
