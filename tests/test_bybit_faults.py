@@ -103,6 +103,15 @@ def test_unknown_outcome_is_bounded_then_failed_and_a_late_fill_is_adopted_never
     intent = rig.engine.executor.open(review)
     elapsed = time.monotonic() - started
     assert 5.0 <= elapsed < 8.0  # order_unknown_timeout_sec=5
+    if intent.status is IntentStatus.EXECUTING:
+        # The venue gave up while its last resend could still land: in flight until that
+        # request's landing window (send + recv_window 1 s + 1.5 s) has passed.
+        assert rig.engine.executor.land_by(intent) <= intent.sent_at + 2.5
+        assert "BTCUSDT" in rig.engine.executor.in_flight()
+        while time.time() < rig.engine.executor.land_by(intent):
+            time.sleep(0.05)
+        rig.engine.executor.resolve_pending()
+        intent = rig.store.get_intent(intent.intent_id)
     assert intent.status is IntentStatus.FAILED
     assert "outcome unknown" in intent.reason and "not found on the venue by orderLinkId" in intent.reason
     assert any("ORDER OUTCOME UNKNOWN" in m for m in rig.lines("ORDER_UNKNOWN"))
