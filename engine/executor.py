@@ -408,6 +408,20 @@ class Executor:
             self._log("warning", f"LATE FILL: the adopted {held.symbol} {held.side} is the fill of intent "
                       f"{intent.intent_id} (orderId {info.order_id}); its limits apply", "LATE_FILL")
             return
+        gone = self._closes_since(held)
+        if gone is not None and gone.order_link_id != intent.intent_id and gone.side == held.side \
+                and not _differs(gone.qty, held.qty):
+            # The tracked position closed on the venue (TP, SL, ...) before this open: its
+            # metadata was stale. Journal that close, then track the new position.
+            self.journal_venue_close(held)
+            meta = self._meta_for(intent, entry=info.avg_price, qty=info.filled_qty or intent.qty, fee=info.fee)
+            self.store.put_position(meta)
+            self.emit(PositionOpened(
+                ts=self.clock.now(), code="OPENED", meta=meta,
+                message=f"Position opened: {meta.symbol} {meta.side} {meta.qty:g} @ {meta.entry_price:g} "
+                f"[intent:{intent.intent_id}]",
+            ))
+            return
         self._log("warning", f"LATE FILL: {intent.symbol} {intent.kind.lower()} {intent.side} "
                   f"[intent:{intent.intent_id}] filled {info.filled_qty:g} (orderId {info.order_id}) while a "
                   f"{held.side} {held.qty:g} was tracked; reconciling with the venue", "LATE_FILL")
@@ -614,7 +628,7 @@ class Executor:
                 netter = self.journal_venue_close(meta)
                 meta, done = None, "closed"
             if meta is not None and pos is not None and _differs(pos.size, meta.qty):
-                self._resized(meta, pos)
+                self._resized(meta, pos, filled[0] if filled else None)
                 done = "resized"
             if pos is not None and self.store.get_position(symbol) is None:
                 # A late open that netted the position and opened the rest the other way
@@ -692,13 +706,14 @@ class Executor:
             )
         return intent
 
-    def _resized(self, meta: PositionMeta, pos: VenuePosition) -> None:
+    def _resized(self, meta: PositionMeta, pos: VenuePosition, filled: Intent | None = None) -> None:
         """Same side, another size: a late fill of ours added to it or netted part of it,
-        or it changed on the venue (by hand): the journal and metadata follow the venue."""
+        or it changed on the venue (by hand): the journal and metadata follow the venue.
+        `filled`: an open of ours that just filled, the likely why."""
         if pos.size > meta.qty:
-            late = None
+            late = filled if filled is not None and filled.side == meta.side else None
             try:
-                late = self._late_open(pos)
+                late = late or self._late_open(pos)
             except LookupFailed as e:
                 self._log("warning", f"{meta.symbol}: order look-ups fail ({e}); the size is taken from the venue",
                           "LOOKUP_FAILED")

@@ -358,3 +358,50 @@ def test_order_in_flight_blocks_entries_of_its_symbol_either_side_never_a_close(
     held = guardrails.ReviewContext(now=0.0, balance=BALANCE, positions={"BTCUSDT": "long"}, in_flight=ctx.in_flight,
                                     features=ctx.features, instruments=ctx.instruments)
     assert guardrails.review(long_btc(action=Action.CLOSE), held, settings).verdict.value == "EXECUTE"
+
+
+async def test_metadata_of_a_position_closed_before_a_new_open_is_journalled_not_reused(srv, tmp_path):
+    """A take profit closes the long between two monitor passes and the next cycle opens a
+    new long: the old metadata is journalled with the venue's reason, the new position gets
+    its own (its own time limit from now), never the old one's."""
+    from tests.fakes.bybit_rig import plan
+
+    rig = make_bybit_rig(srv, tmp_path / "state")
+    try:
+        await rig.engine.start(schedule=False)
+        old = await _long_tracked(rig, srv)
+        srv.exchange.set_price("BTCUSDT", old.take_profit + 50)  # TP on the venue, not seen yet
+        srv.exchange.set_price("BTCUSDT", 100_000)
+        fresh = rig.engine.executor.open(plan(rig, long_btc(size_pct=8, leverage=4)))
+        assert fresh.status is IntentStatus.EXECUTED
+        [trade] = rig.store.trades()
+        assert trade.reason is CloseReason.TAKE_PROFIT and trade.intent_id == old.intent_id
+        meta = rig.store.get_position("BTCUSDT")
+        assert meta.intent_id == fresh.intent_id and meta.opened_at > old.opened_at
+        assert rig.engine.monitor.run_once().venue_closes == []  # nothing left to reconcile
+    finally:
+        rig.store.close()
+
+
+async def test_an_in_flight_open_found_filled_onto_a_tracked_long_is_named_as_the_growth(srv, tmp_path):
+    from tests.fakes.bybit_rig import plan
+
+    ex, state = srv.exchange, tmp_path / "state"
+    leave(state, in_flight_open(LINK, sent_at=time.time(), qty=0.01))
+    ex.lookup_lag_sec = ex.history_lag_sec = 1.5  # its order lands; the look-ups show it a moment later
+    rig = make_bybit_rig(srv, state, bybit_recv_window_ms=5000)
+    try:
+        # (only a test can send this entry: the guardrails would say ORDER_IN_FLIGHT)
+        review = plan(rig, long_btc(size_pct=8, leverage=4))
+        ex._fill("BTCUSDT", "Buy", 0.01, 100_000, 0, LINK, reduce=False, create_type="CreateByUser")
+        await rig.engine.start(schedule=False)
+        assert rig.store.get_intent(LINK).status is IntentStatus.EXECUTING
+        rig.engine.executor.open(review)
+        time.sleep(1.6)
+        await rig.engine.run_monitor()
+        [pos] = rig.venue.positions()
+        meta = rig.store.get_position("BTCUSDT")
+        assert meta.qty == pos.size and rig.store.get_intent(LINK).status is IntentStatus.EXECUTED
+        assert any("grew by 0.01" in m and LINK in m for m in rig.lines("LATE_FILL"))
+    finally:
+        rig.store.close()
