@@ -102,6 +102,7 @@ class Engine:
         self.paused = False
         self.degraded = ""
         self.stopping = False
+        self._deciding = False  # a cycle waiting for its decider (nothing to finish for a stop)
         self._decider_down = False  # degraded by the decider: a cycle would decide nothing
         self.pending: dict[str, Pending] = {}
         self.recent: deque[BaseEvent] = deque(maxlen=1000)
@@ -261,7 +262,10 @@ class Engine:
         """A decision cycle, an order, a monitor pass or another job still running."""
         ex = getattr(self.scheduler, "_executors", {}).get("default") if self.scheduler is not None else None
         jobs = [f for f in getattr(ex, "_pending_futures", ()) if not f.done()]
-        return self.executor.busy or self._cycle_lock.locked() or bool(jobs)
+        # A cycle still waiting for its decider writes nothing once stopping: not waited for.
+        waiting_for_ai = self._deciding and self._cycle_lock.locked()
+        cycle = self._cycle_lock.locked() and not waiting_for_ai
+        return self.executor.busy or cycle or len(jobs) > (1 if waiting_for_ai else 0)
 
     def _degrade(self, reason: str) -> None:
         if self.degraded == reason:
@@ -358,11 +362,14 @@ class Engine:
                 self._log("error", f"market snapshot failed: {e}; cycle skipped", "VENUE_ERROR")
                 return
             self.last_snapshot = snap
+            self._deciding = True
             try:
                 result = await self.decider.decide(snap)
             except Exception as e:  # noqa: BLE001 - a decider failure holds, never trades
                 self._log("error", f"decider {self.decider.name} failed: {type(e).__name__}: {e}; holding", "DECIDER_FAILED")
                 return
+            finally:
+                self._deciding = False
             if self.stopping:
                 return
             for err in result.errors:

@@ -210,3 +210,27 @@ async def test_a_stop_when_the_order_may_have_landed_leaves_it_in_flight_and_say
         assert again.store.get_intent(intent.intent_id).status is IntentStatus.FAILED
     finally:
         again.store.close()
+
+
+async def test_a_stop_does_not_wait_for_a_cycle_that_waits_for_its_ai(srv, tmp_path):
+    import asyncio
+
+    from tests.fakes.bybit_rig import scripted
+
+    rig = make_bybit_rig(srv, tmp_path / "state", mode="auto")
+    try:
+        decider = scripted(rig)
+        decider.delay = 5.0  # a slow model
+        await rig.engine.start(schedule=False)
+        decider.push(long_btc())
+        cycle = asyncio.create_task(rig.engine.run_decision_cycle())
+        while not rig.engine._deciding:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await rig.engine.stop()
+        assert time.monotonic() - started < 1.0
+        rig.store.close()
+        await cycle  # the answer comes after the stop: nothing is written, nothing sent
+        assert srv.exchange.orders_for() == [] and srv.count(CREATE) == 0
+    finally:
+        rig.store.close()
