@@ -779,7 +779,8 @@ class Executor:
         be its order) or while the look-ups that would tell fail; force adopts anyway."""
         late = hint
         if late is None:
-            flying = [i for i in self.in_flight_intents() if i.symbol == pos.symbol and i.kind == "OPEN"]
+            flying = [i for i in self.in_flight_intents()
+                      if i.symbol == pos.symbol and i.kind == "OPEN" and i.side == pos.side]
             why = ""
             if flying:
                 why = f"[intent:{flying[0].intent_id}] is in flight and may be its order"
