@@ -241,7 +241,7 @@ class ScalpDeskApp(App[int]):
         if isinstance(e, DecisionEvent):
             self._decision(e, message.inputs, now)
         elif isinstance(e, PositionsUpdated):
-            self.positions.show(e.positions, e.metas, now)
+            self.positions.show(e.positions, e.metas, now, e.closing)
             self._exit_requested &= set(self.positions.positions)
         elif isinstance(e, PositionOpened):
             # Marks, PnL and liquidation price follow with the next PositionsUpdated.

@@ -17,4 +17,5 @@ __all__ = ["JsonLines", "run_headless"]
 
 
 async def run_headless(settings: Settings, verbose: bool = False, run_for: float | None = None) -> int:
+    """Run until SIGTERM / SIGINT, `scalpdesk stop`, or run_for seconds (see app.serve.serve)."""
     return await serve(settings, out=sys.stdout, verbose=verbose, run_for=run_for)

@@ -50,14 +50,25 @@ def socket_path(settings: Settings) -> Path:
 
 async def serve(settings: Settings, *, out: TextIO | None = None, verbose: bool = False,
                 run_for: float | None = None) -> int:
-    """Run the engine and its socket until SIGINT/SIGTERM, a console's stop, or run_for seconds."""
+    """Run the engine and its socket until SIGINT/SIGTERM, a console's stop, or run_for seconds.
+
+    A stop takes no new decisions, lets the work in flight finish or give up within a
+    bounded time, says which orders it leaves unknown, and closes the store last; exit
+    status 0."""
     engine = build_engine(settings, headless=True)
     if out is not None:
         engine.subscribe(JsonLines(out, verbose))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            engine.log_line("warning", f"{sig.name}: stopping (no new decisions; work in flight finishes or gives up)",
+                            "STOP")
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     service = EngineService(engine, socket_path(settings), on_shutdown=stop.set)
     try:
         await engine.start()
@@ -74,7 +85,7 @@ async def serve(settings: Settings, *, out: TextIO | None = None, verbose: bool 
     finally:
         await service.stop()
         await engine.stop()
-        engine.store.close()
+        engine.store.close()  # last: everything the stop wrote is on disk
     return 0
 
 

@@ -85,6 +85,18 @@ def day_start(ts: float) -> float:
     d = datetime.fromtimestamp(ts, timezone.utc)
     return d.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
+# How long a stop waits for work in flight (a decision cycle, an order in its retries, a
+# monitor pass) beyond one venue request timeout: the venue gives up its back-offs and
+# look-up loops at once, so what is left is at most one request.
+STOP_GRACE_SEC = 3.0
+
+
+class _DropCancelled(logging.Filter):
+    """A job cancelled because the engine stopped is not an error worth a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
 
 class _VenueLogBridge(logging.Handler):
     """Venue modules log through Python logging (retries, resyncs, mode switches); the
@@ -131,6 +143,9 @@ class Engine:
         self.mode = settings.mode
         self.paused = False
         self.degraded = ""
+        self.stopping = False
+        self._deciding = False  # a cycle waiting for its decider (nothing to finish for a stop)
+        self._decider_down = False  # degraded by the decider: a cycle would decide nothing
         self.pending: dict[str, Pending] = {}
         self.recent: deque[BaseEvent] = deque(maxlen=1000)
         self.next_cycle_at: float | None = None
@@ -225,7 +240,7 @@ class Engine:
 
     def state_event(self) -> EngineState:
         if self.degraded:
-            text = f"engine degraded: {self.degraded}"
+            text = f"engine degraded (no new entries; exits keep running): {self.degraded}"
         else:
             text = f"engine {'paused' if self.paused else 'running'}, mode {self.mode.upper()}"
         return EngineState(
@@ -276,16 +291,22 @@ class Engine:
         # BYBIT_HEDGE_MODE=true) says why; entries stop, exits keep working.
         ensure_mode = getattr(self.venue, "ensure_position_mode", None)
         if ensure_mode is not None:
-            ensure_mode()
+            try:
+                ensure_mode()
+            except AuthError:
+                raise
+            except VenueError as e:  # not known now: every open asks again, exits go on
+                self._log("warning", f"{e}; each open asks again", "VENUE_ERROR")
         refusal = getattr(self.venue, "refusal", "")
         if refusal:
             self._degrade(refusal)
         executing = len(self.store.intents(IntentStatus.EXECUTING))
         if executing:
             self._log("warning", f"reconciling {executing} EXECUTING intent(s) by orderLinkId", "RECONCILE")
-        # Grace 0: at start nothing is in flight any more; an order the venue does not
-        # know is FAILED, and if it shows up later its position is adopted, never reopened.
-        self.monitor.run_once(grace_sec=0.0)
+        # An order sent just before the stop (or kill) may still land: it stays in flight,
+        # and no entry of its symbol is sent, until it is found or the venue can no longer
+        # take it; a late fill after that is recognised, never reopened.
+        self.monitor.run_once()
 
     def _arm_jobs(self) -> None:
         """The recurring jobs, on the engine's clock. The monitor is the backstop of the
@@ -325,7 +346,27 @@ class Engine:
         await self.run_monitor()
 
     async def stop(self) -> None:
+        """Stop taking decisions; let the work in flight finish or give up within a bounded
+        time (the venue ends its back-offs and look-up loops at once); say which orders are
+        left in flight (EXECUTING: the next start looks them up). The caller closes the
+        store after this."""
+        self.stopping = True
+        self.timers.pause()  # no new job starts; the running ones go on
+        self.executor.stop()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + STOP_GRACE_SEC + float(getattr(self.settings, "bybit_timeout_sec", 0.0))
+        while self._working() and loop.time() < until:
+            await asyncio.sleep(0.05)
+        if self._working():
+            self._log("warning", "stopped while venue work was still running; what it would have written is left "
+                      "for the next start to reconcile", "STOP")
+        logging.getLogger("apscheduler.executors.default").addFilter(_DropCancelled())
         self.timers.stop()
+        left = self.executor.in_flight_intents()
+        if left:
+            what = "; ".join(f"{i.symbol} {i.kind.lower()} {i.side} [intent:{i.intent_id}]" for i in left)
+            self._log("warning", f"STOPPED with {len(left)} order(s) whose outcome is unknown, left EXECUTING: {what}; "
+                      "the next start looks them up by orderLinkId", "LEFT_UNKNOWN")
         close = getattr(self.venue, "close", None)
         if close is not None:  # a paper venue saves its account
             try:
@@ -351,12 +392,19 @@ class Engine:
             self._log("error", f"internal error: {type(e).__name__}: {e}", "INTERNAL")
         return False
 
+    def _working(self) -> bool:
+        """A decision cycle, an order, a monitor pass or another job still running."""
+        # A cycle still waiting for its decider writes nothing once stopping: not waited for.
+        waiting_for_ai = self._deciding and self._cycle_lock.locked()
+        cycle = self._cycle_lock.locked() and not waiting_for_ai
+        return self.executor.busy or cycle or self.timers.busy > (1 if waiting_for_ai else 0)
+
     def _degrade(self, reason: str) -> None:
         if self.degraded == reason:
             return  # said once; every later pass would only repeat it
         self.degraded = reason
         self.paused = True
-        self._log("error", f"TRADING STOPPED: {reason}", "DEGRADED")
+        self._log("error", f"TRADING STOPPED for new entries (exits keep running): {reason}", "DEGRADED")
         self._publish_state()
 
     # --- jobs -------------------------------------------------------------------
@@ -546,33 +594,46 @@ class Engine:
             cooldowns={c.symbol: c for c in snap.cooldowns},
             features=snap.symbols,
             instruments=self.instruments,
-            paused=self.paused,
+            paused=self.paused or bool(self.degraded),
+            in_flight=self.executor.in_flight(),
         )
 
     async def run_decision_cycle(self) -> None:
         """One cycle: snapshot, decide, review, then execute, queue or record each decision.
         A cycle still running when the next is due is not started twice."""
+        if self.stopping:
+            return
         if self._cycle_lock.locked():
             self._log("warning", "decision cycle still running; this one is skipped", "CYCLE_SKIPPED")
             return
         async with self._cycle_lock:
             self.next_cycle_at = self.timers.due("decision")
+            if getattr(self.venue, "refusal", ""):  # found by a re-check of the venue
+                self._degrade(self.venue.refusal)  # type: ignore[attr-defined]
             self._publish_state()
-            if self.degraded:
+            # Degraded stops entries (the guardrails see it as paused), nothing else: CLOSE
+            # decisions still run, unless the decider itself is what is down.
+            if self._decider_down:
                 return
             try:
                 snap = await self._io(self._snapshot, list(self.settings.symbols))
             except VenueError as e:
                 if isinstance(e, AuthError):
                     self._degrade(f"venue refused the keys: {e}")
+                    return  # said once by _degrade
                 self._log("error", f"market snapshot failed: {e}; cycle skipped", "VENUE_ERROR")
                 return
             self.last_snapshot = snap
             self._publish_market(snap)
+            self._deciding = True
             try:
                 result = await self.decider.decide(snap)
             except Exception as e:  # noqa: BLE001 - a decider failure holds, never trades
                 self._log("error", f"decider {self.decider.name} failed: {type(e).__name__}: {e}; holding", "DECIDER_FAILED")
+                return
+            finally:
+                self._deciding = False
+            if self.stopping:
                 return
             for err in result.errors:
                 self._log("warning", f"decider: {err}", "DECIDER")
@@ -580,6 +641,7 @@ class Engine:
             if isinstance(usage, dict):
                 self.emit(UsageUpdated(ts=self.clock.now(), level="debug", code="USAGE", **usage))
             if result.audit.get("degraded"):
+                self._decider_down = True
                 self._degrade(f"decider {self.decider.name}: {result.audit['degraded']}")
             self._batch = []
             try:
@@ -621,6 +683,8 @@ class Engine:
 
     async def _dispose(self, decision: Decision, review: Review, audit: dict[str, object],
                        inputs: SymbolFeatures | None = None) -> None:
+        if self.stopping:
+            return  # nothing new once stopping: the store is about to close
         now = self.clock.now()
         record = DecisionRecord(decision=decision, review=review, status="PROPOSED", recorded_at=now, audit=audit,
                                 inputs=inputs)

@@ -56,6 +56,7 @@ class PositionsUpdated(BaseEvent):
     kind: Literal["positions"] = "positions"
     positions: list[VenuePosition]
     metas: list[PositionMeta]
+    closing: list[str] = []  # symbols whose time exit is due and not done yet (tried every pass)
 
 
 class CooldownStarted(BaseEvent):

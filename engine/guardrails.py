@@ -43,6 +43,7 @@ LOW_CONFIDENCE = "LOW_CONFIDENCE"
 QTY_TOO_SMALL = "QTY_TOO_SMALL"
 PAUSED = "PAUSED"
 BAD_PRICE = "BAD_PRICE"
+ORDER_IN_FLIGHT = "ORDER_IN_FLIGHT"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class ReviewContext:
     features: dict[str, SymbolFeatures] = field(default_factory=dict)
     instruments: dict[str, Instrument] = field(default_factory=dict)
     paused: bool = False
+    # symbol -> an order of ours whose outcome is not known yet (it may still land),
+    # as a line for the operator; no entry of that symbol, either side, meanwhile.
+    in_flight: dict[str, str] = field(default_factory=dict)
 
 
 def floor_to_step(value: float, step: float) -> float:
@@ -157,6 +161,9 @@ def _entry_checks(sym: str, side: Side, feats: SymbolFeatures, ctx: ReviewContex
     held = ctx.positions.get(sym)
     if ctx.paused:
         block(PAUSED, "new entries are paused")
+    flying = ctx.in_flight.get(sym)
+    if flying is not None:
+        block(ORDER_IN_FLIGHT, f"ORDER IN FLIGHT: {sym} {flying}; no {sym} entry until it is found or can no longer land")
     cd = ctx.cooldowns.get(sym)
     if cd is not None and cd.active(ctx.now) and not reversing:
         block(COOLDOWN, f"COOLDOWN: {sym} after {cd.reason}, {int(cd.seconds_left(ctx.now))}s left", cd.until)

@@ -186,6 +186,9 @@ class CloseReason(StrEnum):
     AI_CLOSE = "AI_CLOSE"
     LIQUIDATION = "LIQUIDATION"
     END_OF_DATA = "END_OF_DATA"  # a replay's data ended with the position still open
+    # Netted by the late fill of an opposite order of ours (an open given up on that
+    # landed after all): one-way mode closes or reduces the position with it.
+    LATE_FILL = "LATE_FILL"
     UNKNOWN = "UNKNOWN"
 
 
@@ -207,6 +210,9 @@ class Intent(Model):
     close_reason: CloseReason | None = None
     order_id: str | None = None
     reason: str = ""
+    # When the order request (its latest attempt) left: until sent_at + the venue's
+    # landing window it may still land, so the intent stays in flight that long.
+    sent_at: float | None = None
     # What the position's metadata will hold once the open fills.
     time_in_trade_limit_sec: int | None = None
     cooldown_sec: int | None = None
@@ -367,6 +373,7 @@ class VenuePosition(Model):
     take_profit: float | None = None
     stop_loss: float | None = None
     trailing_stop: float | None = None
+    position_idx: int = 0  # Bybit positionIdx: 0 one-way, 1 hedge long, 2 hedge short
 
     @property
     def margin(self) -> float:
@@ -386,6 +393,7 @@ class OrderRequest(Model):
     reduce_only: bool = False
     take_profit: float | None = None
     stop_loss: float | None = None
+    position_idx: int | None = None  # a close: the position's own positionIdx (None: the venue decides)
 
 
 class OrderInfo(Model):
@@ -422,6 +430,7 @@ class ClosedTrade(Model):
     closed_at: float
     order_id: str = ""
     fees: float = 0.0  # open and close fees of the closed size (Bybit openFee + closeFee)
+    order_link_id: str = ""  # the closing order's orderLinkId, when the venue tells it
 
 
 # --- what deciders and guardrails see -------------------------------------------------

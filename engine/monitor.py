@@ -1,7 +1,10 @@
-"""The monitor pass: time exits, trailing activation, closes the venue made, adoption.
+"""The monitor pass: time exits, in-flight orders, closes the venue made, late fills,
+adoption, trailing activation.
 
-Runs every monitor interval (30 s by default) in a worker thread, and once at start
-as part of reconciliation.
+Runs every monitor interval (30 s by default) in a worker thread, and once at start as
+part of reconciliation. Exits come first: a time exit that is due is sent before any
+look-up of this pass, and one the venue refuses is tried again every pass (the
+positions panel shows it closing) until the position is gone.
 """
 
 from __future__ import annotations
@@ -15,12 +18,7 @@ from engine.executor import Emit, Executor
 from engine.guardrails import round_to_tick
 from engine.models import CloseReason, IntentStatus, PositionMeta, VenuePosition
 from engine.store import StateStore
-from engine.venues.base import Venue, VenueError
-
-# An EXECUTING intent the venue still does not know after this long is FAILED (a
-# fresh order can take a moment to appear in Bybit's lookups). The default; the
-# setting order_unknown_timeout_sec (same default) is what the engine uses.
-UNKNOWN_ORDER_GRACE_SEC = 60.0
+from engine.venues.base import AuthError, Venue, VenueError
 
 
 @dataclass
@@ -29,6 +27,8 @@ class MonitorReport:
     venue_closes: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     trailing_armed: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+    exits_failed: list[str] = field(default_factory=list)  # due, sent, still open: tried again next pass
 
 
 class Monitor:
@@ -41,99 +41,102 @@ class Monitor:
         self.clock = clock
         self.settings = settings
         self.emit = emit
+        self.closing: set[str] = set()  # time exits due and not done yet
 
     def _log(self, level: str, message: str, code: str = "") -> None:
         self.emit(LogEvent(ts=self.clock.now(), level=level, message=message, code=code))  # type: ignore[arg-type]
 
-    def run_once(self, grace_sec: float | None = None) -> MonitorReport:
-        """One pass; grace_sec (default order_unknown_timeout_sec) is how long an
-        EXECUTING intent the venue does not know stays in flight before it is FAILED."""
+    def run_once(self) -> MonitorReport:
+        """One pass: due time exits first, then the in-flight intents, then the venue's
+        positions against our metadata, then trailing."""
         report = MonitorReport()
-        self.executor.resolve_pending(self.settings.order_unknown_timeout_sec if grace_sec is None else grace_sec)
-        positions = {p.symbol: p for p in self.venue.positions()}
-        metas = {m.symbol: m for m in self.store.positions()}
+        with self.executor.working():
+            positions = {p.symbol: p for p in self.venue.positions()}
+            flying = bool(self.executor.in_flight_intents())
+            sent = self._time_exits(positions, report)
+            self.executor.resolve_pending()
+            if sent or flying:  # what the venue holds now
+                positions = {p.symbol: p for p in self.venue.positions()}
+            metas = {m.symbol: m for m in self.store.positions()}
+            for sym in sorted(set(metas) | set(positions)):
+                meta, pos = metas.get(sym), positions.get(sym)
+                if meta is not None and pos is not None and pos.side == meta.side and not _differs(pos.size, meta.qty):
+                    continue
+                done = self.executor.reconcile(sym, pos)
+                if done == "closed":
+                    report.venue_closes.append(sym)
+                    if pos is not None and self.store.get_position(sym) is not None:
+                        report.adopted.append(sym)
+                elif done == "resized":
+                    report.resized.append(sym)
+                elif done == "adopted":
+                    report.adopted.append(sym)
+            for sym, pos in positions.items():
+                meta = self.store.get_position(sym)
+                if meta is None or meta.trailing_armed or not meta.trail_activation_roi or sym in self.closing:
+                    continue
+                if pos.roi_pct >= meta.trail_activation_roi and self._arm_trailing(pos, meta):
+                    report.trailing_armed.append(sym)
+            self.closing &= set(positions)
+            self.publish(list(positions.values()))
+        return report
 
-        for sym, meta in metas.items():
-            pos = positions.get(sym)
-            if pos is None or pos.side != meta.side:
-                with self.executor.symbol_lock(sym):
-                    if self.store.get_position(sym) is not None:
-                        self._venue_closed(meta)
-                        report.venue_closes.append(sym)
-        for sym, pos in positions.items():
-            if self.store.get_position(sym) is None:
-                self.executor.adopt(pos)
-                report.adopted.append(sym)
-
+    def _time_exits(self, positions: dict[str, VenuePosition], report: MonitorReport) -> bool:
+        """Close what is past its time limit. A close that fails is said, and tried again
+        on the next pass; one failing never keeps the others from being sent. True when
+        any was sent."""
         now = self.clock.now()
-        expired = []
+        expired: list[tuple[VenuePosition, PositionMeta]] = []
         for sym, pos in positions.items():
             meta = self.store.get_position(sym)
-            if meta is None:
-                continue
-            if meta.is_due(now):
+            if meta is not None and meta.side == pos.side and meta.is_due(now):
                 expired.append((pos, meta))
-            elif not meta.trailing_armed and meta.trail_activation_roi and pos.roi_pct >= meta.trail_activation_roi:
-                if self._arm_trailing(pos, meta):
-                    report.trailing_armed.append(sym)
-        if expired:
-            self._log("warning", f"Found {len(expired)} expired positions", "TIME_EXIT")
+        if not expired:
+            return False
+        self._log("warning", f"Found {len(expired)} expired positions", "TIME_EXIT")
         for pos, meta in expired:
             held = now - meta.opened_at
+            again = " (again: the last attempt did not close it)" if pos.symbol in self.closing else ""
             self._log(
                 "warning",
                 f"TIME-BASED EXIT: {pos.symbol} {meta.side} - in trade for {held:.0f}s "
-                f"(limit: {meta.time_in_trade_limit_sec}s)",
+                f"(limit: {meta.time_in_trade_limit_sec}s){again}",
                 "TIME_EXIT",
             )
-            intent = self.executor.close(pos.symbol, CloseReason.TIME_EXIT)
+            self.closing.add(pos.symbol)
+            try:
+                intent = self.executor.close(pos.symbol, CloseReason.TIME_EXIT)
+            except AuthError:
+                raise
+            except VenueError as e:
+                intent = None
+                self._log("error", f"TIME EXIT {pos.symbol} not sent: {e}; tried again next pass", "TIME_EXIT_FAILED")
             if intent is not None and intent.status is IntentStatus.EXECUTED:
                 self._log("info", f"Time-based exit executed for {pos.symbol} {meta.side}", "TIME_EXIT")
                 report.time_exits.append(pos.symbol)
+                self.closing.discard(pos.symbol)
+            elif intent is not None:
+                if intent.status is IntentStatus.FAILED:
+                    self._log("error", f"TIME EXIT {pos.symbol} refused: {intent.reason}; tried again next pass",
+                              "TIME_EXIT_FAILED")
+                report.exits_failed.append(pos.symbol)
+            else:
+                report.exits_failed.append(pos.symbol)
+        return True
 
-        self.publish()
-        return report
-
-    def publish(self) -> None:
+    def publish(self, positions: list[VenuePosition] | None = None) -> None:
         """Send the venue's positions with their metadata to the console."""
+        positions = self.venue.positions() if positions is None else positions
+        held = {p.symbol for p in positions}
         self.emit(
             PositionsUpdated(
                 ts=self.clock.now(),
                 level="debug",
-                positions=self.venue.positions(),
+                positions=positions,
                 metas=self.store.positions(),
+                closing=sorted(self.closing & held),
             )
         )
-
-    def _venue_closed(self, meta: PositionMeta) -> None:
-        """The venue closed it (TP, SL, trailing, liquidation, or by hand): journal it with
-        the venue's reason and price."""
-        reason, exit_price, pnl, fees = CloseReason.UNKNOWN, meta.entry_price, 0.0, meta.open_fee
-        closed_at: float | None = None
-        # An open resolved late (reconciled at start) got its metadata after it filled,
-        # and may have closed before that: look back to when its intent was made.
-        since = meta.opened_at
-        intent = self.store.get_intent(meta.intent_id) if meta.intent_id else None
-        if intent is not None:
-            since = min(since, intent.created_at)
-        try:
-            closes = self.venue.closed_trades(meta.symbol, since=since)
-        except VenueError as e:
-            closes = []
-            self._log("warning", f"{meta.symbol}: closed-trade lookup failed: {e}", "LOOKUP_FAILED")
-        if closes:
-            c = closes[0]
-            reason, exit_price, pnl, fees, closed_at = c.reason, c.exit_price, c.pnl, c.fees, c.closed_at
-        if reason is CloseReason.UNKNOWN:
-            # A close we sent whose answer we never saw carries its own reason.
-            ours = [
-                i for i in self.store.intents()
-                if i.kind == "CLOSE" and i.symbol == meta.symbol and i.created_at >= meta.opened_at and i.close_reason
-            ]
-            if ours:
-                reason = max(ours, key=lambda i: i.created_at).close_reason or reason
-        self._log("info", f"{meta.symbol} {meta.side} closed on the venue: {reason.value}", reason.value)
-        self.executor.record_close(meta, exit_price, pnl, reason, fees, closed_at=closed_at)
 
     def _arm_trailing(self, pos: VenuePosition, meta: PositionMeta) -> bool:
         tick = 0.0
@@ -143,7 +146,7 @@ class Monitor:
             pass
         distance = round_to_tick(pos.mark_price * self.settings.trail_distance_pct / 100, tick) or tick
         try:
-            with self.executor.symbol_lock(pos.symbol):
+            with self.executor.exit_lock(pos.symbol):
                 self.venue.set_trading_stop(pos.symbol, trailing_stop=distance)
         except VenueError as e:
             self._log("error", f"TRAILING not armed for {pos.symbol}: {e}", "TRAILING_FAILED")
@@ -156,3 +159,7 @@ class Monitor:
             "TRAILING",
         )
         return True
+
+
+def _differs(a: float, b: float) -> bool:
+    return abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b))

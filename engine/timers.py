@@ -56,18 +56,25 @@ class Timers:
     def ids(self) -> list[str]:
         raise NotImplementedError
 
+    busy = 0  # jobs running now
+
     def start(self) -> None:
         """Begin firing jobs on their own (a no-op for a driven clock)."""
 
+    def pause(self) -> None:
+        """Start no more jobs; the running ones go on (stopping: they finish first)."""
+
     def stop(self) -> None:
-        """Fire nothing more; jobs already running finish on their own."""
+        """Fire nothing more."""
 
-
-async def _run(job_id: str, fn: JobFn) -> None:
-    try:
-        await fn()
-    except Exception:  # noqa: BLE001 - a failing job must not stop the others
-        log.exception("engine job %s failed", job_id)
+    async def _run(self, job_id: str, fn: JobFn) -> None:
+        self.busy += 1
+        try:
+            await fn()
+        except Exception:  # noqa: BLE001 - a failing job must not stop the others
+            log.exception("engine job %s failed", job_id)
+        finally:
+            self.busy -= 1
 
 
 @dataclass
@@ -113,6 +120,9 @@ class SteppedTimers(Timers):
     def start(self) -> None:
         self.running = True
 
+    def pause(self) -> None:
+        self.running = False
+
     def stop(self) -> None:
         self.running = False
 
@@ -140,7 +150,7 @@ class SteppedTimers(Timers):
                 if nxt <= now:  # coalesce: never run a job twice for one moment
                     nxt += ((now - nxt) // job.interval + 1) * job.interval
                 job.due = nxt
-            await _run(job_id, job.fn)
+            await self._run(job_id, job.fn)
             ran += 1
         if until > self.clock.now():
             self.clock.set(until)
@@ -178,14 +188,14 @@ class SchedulerTimers(Timers):
     def every(self, job_id: str, interval: float, fn: JobFn, first: float | None = None, priority: int = 10) -> None:
         first = self.clock.now() + interval if first is None else first
         self._sched.add_job(
-            _run, "interval", args=(job_id, fn), seconds=wall_seconds(self.clock, interval), id=job_id,
+            self._run, "interval", args=(job_id, fn), seconds=wall_seconds(self.clock, interval), id=job_id,
             next_run_time=self._wall(first), replace_existing=True, max_instances=1, coalesce=True,
             misfire_grace_time=None,
         )
 
     def at(self, job_id: str, when: float, fn: JobFn, priority: int = 10) -> None:
         self._sched.add_job(
-            _run, "date", args=(job_id, fn), run_date=self._wall(when), id=job_id, replace_existing=True,
+            self._run, "date", args=(job_id, fn), run_date=self._wall(when), id=job_id, replace_existing=True,
             max_instances=1, misfire_grace_time=None,
         )
 
@@ -207,6 +217,10 @@ class SchedulerTimers(Timers):
     def start(self) -> None:
         if not self._sched.running:
             self._sched.start()
+
+    def pause(self) -> None:
+        if self._sched.running:
+            self._sched.pause()
 
     def stop(self) -> None:
         if self._sched.running:

@@ -181,3 +181,99 @@ def test_hedge_mode_setting_trades_the_hedge_slots(srv):
     buy(venue)
     assert srv.count("/v5/position/switch-mode") == 0
     assert srv.sent("/v5/order/create")[0]["positionIdx"] == 1
+
+
+# --- the position mode is read, not guessed (issue 9) ---------------------------------
+
+SWITCH = "/v5/position/switch-mode"
+
+
+def test_a_skewed_clock_at_start_is_resynced_not_taken_for_a_hedge_account(srv, venue):
+    ex = srv.exchange
+    ex.skew_ms = 8_000  # Bybit's clock 8 s ahead: the first signed request is refused (10002)
+    ex._fill("BTCUSDT", "Buy", 0.01, 100_000, 0, "held", reduce=False, create_type="CreateByUser")
+    assert venue.ensure_position_mode() == ""  # one-way: "not modified" after the resync
+    assert venue.position_mode == "one-way" and venue.refusal == ""
+    assert srv.count(SWITCH) == 2 and srv.count("/v5/market/time") == 1
+    info = venue.place_order(OrderRequest(symbol="BTCUSDT", side="Sell", qty=0.01, order_link_id="c-skew",
+                                          reduce_only=True))
+    assert info.filled and srv.sent("/v5/order/create")[-1]["positionIdx"] == 0
+
+
+def test_switch_mode_refused_for_another_reason_is_that_reason_and_the_mode_is_read(srv, venue, caplog):
+    ex = srv.exchange
+    ex.fail(SWITCH, "retcode", ret_code=10001, ret_msg="params error: coin invalid")
+    assert venue.ensure_position_mode() == ""  # the position list says one-way
+    assert any("params error: coin invalid" in r.getMessage() and "one-way" in r.getMessage() for r in caplog.records)
+    # a hedge account whose switch is refused for another reason: hedge, and the reason as it was
+    ex.position_mode = 3
+    ex.fail(SWITCH, "retcode", ret_code=10001, ret_msg="params error: coin invalid")
+    venue.forget_position_mode()
+    refusal = venue.ensure_position_mode()
+    assert "hedge mode" in refusal and "params error: coin invalid" in refusal and "10001" in refusal
+
+
+def test_switch_mode_rate_limited_is_retried_like_any_request(srv, venue):
+    srv.exchange.fail(SWITCH, "retcode", ret_code=10006, ret_msg="Too many visits!", reset_in_ms=200, times=2)
+    assert venue.ensure_position_mode() == "" and venue.position_mode == "one-way"
+    assert srv.count(SWITCH) == 3
+
+
+def test_a_mode_that_cannot_be_read_refuses_the_open_with_the_reason_and_is_asked_again(srv, venue):
+    srv.exchange.fail(SWITCH, "http", status=502, times=100)  # pybit: FailedRequestError, our back-off
+    with pytest.raises(OrderRejected, match="not sent: Bybit busy"):
+        buy(venue)
+    assert srv.count("/v5/order/create") == 0 and venue.position_mode == "unknown"
+    srv.exchange.faults.clear()
+    assert buy(venue).filled and venue.position_mode == "one-way"
+
+
+def test_an_account_switched_to_hedge_mid_run_is_read_again_on_the_mismatch(srv, venue):
+    ex = srv.exchange
+    assert buy(venue, "o-a").filled
+    venue.place_order(OrderRequest(symbol="BTCUSDT", side="Sell", qty=0.01, order_link_id="c-a", reduce_only=True))
+    with ex.lock:
+        ex.position_mode = 3  # switched by hand on Bybit while flat
+        ex.touched.clear()  # (so the position list shows nothing that would tell first)
+    info = buy(venue, "o-b")
+    assert info.filled
+    sent = [(p["orderLinkId"], p["positionIdx"]) for p in srv.sent("/v5/order/create")]
+    assert sent[-2:] == [("o-b", 0), ("o-b", 0)]  # refused 10001, mode read (switched back), sent again
+    assert ex.position_mode == 0 and srv.count(SWITCH) == 2
+    assert len([o for o in ex.orders_for("BTCUSDT") if o["orderLinkId"] == "o-b"]) == 1
+
+
+def test_a_hedge_account_with_hedge_mode_set_but_one_way_uses_idx_0(srv):
+    venue = venue_for(srv, hedge_mode=True)  # BYBIT_HEDGE_MODE=true on a one-way account
+    assert buy(venue).filled and srv.sent("/v5/order/create")[0]["positionIdx"] == 0
+
+
+def test_closes_use_the_positionidx_the_venue_reports(srv, venue):
+    ex = srv.exchange
+    ex.position_mode = 3
+    ex._fill("BTCUSDT", "Sell", 0.01, 100_000, 2, "by-hand", reduce=False, create_type="CreateByUser")
+    [pos] = venue.positions()
+    assert (pos.side, pos.position_idx) == ("short", 2)
+    info = venue.place_order(OrderRequest(symbol="BTCUSDT", side="Buy", qty=0.01, order_link_id="c-idx",
+                                          reduce_only=True, position_idx=pos.position_idx))
+    assert info.filled and srv.sent("/v5/order/create")[-1]["positionIdx"] == 2 and venue.positions() == []
+
+
+# --- look-ups -----------------------------------------------------------------------------
+
+
+def test_an_order_the_order_caches_do_not_show_is_found_in_the_executions(srv, venue):
+    buy(venue, "o-exec")
+    srv.exchange.lookup_lag_sec = 60  # realtime and history do not show it (cache wiped, history lagging)
+    info = venue.order_by_link_id("BTCUSDT", "o-exec")
+    assert info is not None and info.filled and info.filled_qty == 0.01 and info.avg_price == 100_000
+    assert info.status == "Filled" and info.fee == pytest.approx(0.01 * 100_000 * 0.00055)
+    assert srv.sent("/v5/execution/list")[-1]["orderLinkId"] == "o-exec"
+    assert venue.order_by_link_id("BTCUSDT", "o-nothing") is None
+
+
+def test_a_partly_filled_market_order_is_reported_with_what_filled(srv, venue):
+    srv.exchange.partial_fills.append(0.5)
+    info = buy(venue, "o-half", qty=0.02)
+    assert info.filled and info.filled_qty == 0.01 and info.status == "PartiallyFilledCanceled"
+    assert venue.positions()[0].size == 0.01

@@ -73,10 +73,10 @@ def test_timeout_before_it_landed_stays_executing_then_fails_without_resending(r
     assert intent.status is IntentStatus.EXECUTING
     sent = []
     rig.venue.place_order = lambda o: sent.append(o)
-    rig.engine.executor.resolve_pending(grace_sec=60)
+    rig.engine.executor.resolve_pending()
     assert rig.store.get_intent(intent.intent_id).status is IntentStatus.EXECUTING  # too young to give up
-    rig.clock.advance(61)
-    rig.engine.executor.resolve_pending(grace_sec=60)
+    rig.clock.advance(61)  # the paper venue has no landing window: order_unknown_timeout_sec (60 s)
+    rig.engine.executor.resolve_pending()
     failed = rig.store.get_intent(intent.intent_id)
     assert failed.status is IntentStatus.FAILED and "not found on the venue" in failed.reason
     assert sent == []
@@ -87,7 +87,7 @@ def test_pending_intent_found_later_was_never_sent(rig):
 
     now = rig.clock.now()
     rig.store.put_intent(Intent(intent_id="o-abc", kind="OPEN", symbol="BTCUSDT", side="long", qty=0.01, created_at=now, updated_at=now))
-    rig.engine.executor.resolve_pending(grace_sec=0)
+    rig.engine.executor.resolve_pending()
     assert rig.store.get_intent("o-abc").status is IntentStatus.FAILED
 
 

@@ -77,7 +77,8 @@ class PositionsPanel(Vertical):
         super().__init__(**kwargs)
         self.positions: dict[str, VenuePosition] = {}
         self.metas: dict[str, PositionMeta] = {}
-        self.closing: set[str] = set()
+        self.closing: set[str] = set()  # closes the operator asked for, in progress
+        self.exiting: set[str] = set()  # time exits due that the engine is still sending
         self.now = 0.0
 
     def compose(self):
@@ -100,10 +101,13 @@ class PositionsPanel(Vertical):
 
     # --- feeding ---------------------------------------------------------------
 
-    def show(self, positions: list[VenuePosition], metas: list[PositionMeta], now: float) -> None:
-        """The venue's positions with the engine's metadata (a monitor pass)."""
+    def show(self, positions: list[VenuePosition], metas: list[PositionMeta], now: float,
+             closing: list[str] | None = None) -> None:
+        """The venue's positions with the engine's metadata (a monitor pass); `closing`:
+        time exits due that the venue has not let through yet (tried every pass)."""
         self.now = now
         self.metas = {m.symbol: m for m in metas}
+        self.exiting = set(closing or ())
         fresh = {p.symbol: p for p in positions}
         for sym in list(self.positions):
             if sym not in fresh:
@@ -155,7 +159,7 @@ class PositionsPanel(Vertical):
         due = []
         for sym in self.positions:
             meta = self.metas.get(sym)
-            if meta is not None and meta.seconds_left(now) <= 0 and sym not in self.closing:
+            if meta is not None and meta.seconds_left(now) <= 0 and sym not in self.closing | self.exiting:
                 due.append(sym)
             self.table.set_cell(sym, "exit", self._exit_cell(sym))
         return due
@@ -174,7 +178,7 @@ class PositionsPanel(Vertical):
         self.set_class(n == 0, "-empty")
 
     def _exit_cell(self, sym: str) -> Text:
-        if sym in self.closing:
+        if sym in self.closing or sym in self.exiting:
             return self._text("closing", "closing", right=True)
         left = self.seconds_left(sym)
         if left is None:

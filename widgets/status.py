@@ -92,7 +92,8 @@ class StatusBar(Vertical):
     def _state(self) -> None:
         label = self._label("state")
         if self.degraded:
-            text, state = " DEGRADED: trading stopped ", "degraded"
+            # Degraded stops entries only: closes, time exits and trailing keep running.
+            text, state = " DEGRADED: no new entries, exits run ", "degraded"
         elif self.paused:
             text, state = " PAUSED: no new entries, exits run ", "paused"
         else:
@@ -101,7 +102,7 @@ class StatusBar(Vertical):
         for s in ("running", "paused", "degraded"):
             label.set_class(s == state, f"-{s}")
         alert = self.labels["st-alert"]
-        alert.update(f" {self.degraded}" if self.degraded else "")
+        alert.update(f" Entries stopped: {self.degraded}" if self.degraded else "")
         alert.display = bool(self.degraded)
 
     def watch_pending(self) -> None:

@@ -17,6 +17,20 @@ order from being placed twice:
 - 110072 (duplicate orderLinkId): it was placed; the lookup returns it.
 - 10002: resync with /v5/market/time once, then send again (it was refused).
 - 10003/10004/10005: AuthError, remembered: no further private call is made.
+- 10001 "position idx not match position mode": the account's mode changed under us;
+  the mode is read again and the order sent once more with the right positionIdx (the
+  refused one never became an order).
+
+Look-ups by orderLinkId ask realtime, then history, then the executions (a fill shows
+there even when the order caches miss it). The position mode is read, never guessed:
+switch-mode to one-way ("not modified", 110025, means it already is), else the position
+list's positionIdx, through the same request path as every call (resync, back-off); a
+refusal for any other reason is reported as that reason. Closes use the positionIdx of
+the position they close, as the position list reports it.
+
+stop() makes every back-off, look-up loop and confirmation give up at once: an order
+refused all along is certainly not placed (OrderRejected); one that may have reached
+Bybit is OutcomeUnknown, left for the next start to look up.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from engine.models import (
@@ -57,6 +72,22 @@ CONFIRM_SEC = 3.0  # how long an acknowledged market order may take to show as f
 INSTRUMENT_TTL_SEC = 600.0
 NOT_MODIFIED = {110025, 110043, 34040}  # mode / leverage / TP-SL already so: success
 DUPLICATE = 110072
+MODE_NOT_MODIFIED = 110025
+CANNOT_SWITCH = {110024, 110028}  # positions or open orders: the account stays in hedge mode
+IDX_MISMATCH = "position idx not match position mode"  # Bybit's 10001 text
+ONE_WAY, HEDGE = 0, 3  # Bybit's switch-mode values
+
+
+def _mode_name(mode: int | None) -> str:
+    return {ONE_WAY: "one-way", HEDGE: "hedge"}.get(mode, "unknown") if mode is not None else "unknown"
+
+
+class AcceptedNotVisible(OutcomeUnknown):
+    """Bybit acknowledged the order (it has an orderId) but no look-up shows it yet."""
+
+    def __init__(self, message: str, order_id: str) -> None:
+        super().__init__(message)
+        self.order_id = order_id
 
 
 class BybitVenue:
@@ -82,10 +113,15 @@ class BybitVenue:
         self.giveup_sec = giveup_sec
         self.hedge_mode = hedge_mode
         self._instruments: dict[str, tuple[float, Instrument]] = {}
-        self._lock = threading.Lock()
-        self._mode_checked = False
-        self._hedge_account = hedge_mode
-        self.refusal = ""  # why opens are refused (hedge account without BYBIT_HEDGE_MODE), empty if fine
+        self._lock = threading.Lock()  # one position-mode check at a time
+        self._mode: int | None = None  # the account's position mode as last read; None: not known
+        self._mode_problem = ""  # why a hedge account could not be made one-way
+        self._mode_symbol = "BTCUSDT"  # the position list is read for this symbol (every slot is listed)
+        self._halt = threading.Event()
+        # Called with the orderLinkId right before every create request leaves (the
+        # executor records the send time durably: an order may land until send time +
+        # landing_window_sec, whatever happens to this process).
+        self.on_send: Callable[[str], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, keys: ApiKeys | None) -> "BybitVenue":
@@ -102,6 +138,33 @@ class BybitVenue:
 
     def __repr__(self) -> str:
         return f"BybitVenue({self.name}, {self.client.endpoint})"
+
+    @property
+    def landing_window_sec(self) -> float:
+        """How long after its request left an order may still land: Bybit refuses a request
+        older than recv_window, plus the margin for the look-ups to show one that did."""
+        return (self.client.recv_window_ms + SETTLE_MS) / 1000
+
+    @property
+    def refusal(self) -> str:
+        """Why opens are refused (a hedge account without BYBIT_HEDGE_MODE), empty if fine."""
+        if self._mode == HEDGE and not self.hedge_mode:
+            return self._mode_problem or (
+                "the Bybit account is in hedge mode while BYBIT_HEDGE_MODE=false: scalpdesk will not open positions"
+            )
+        return ""
+
+    @property
+    def position_mode(self) -> str:
+        return _mode_name(self._mode)
+
+    def stop(self) -> None:
+        """scalpdesk is stopping: back-offs, look-up loops and confirmations give up now."""
+        self._halt.set()
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep, unless stopping; True when stopping."""
+        return self._halt.wait(max(seconds, 0.0))
 
     # --- requests -------------------------------------------------------------------
 
@@ -126,10 +189,13 @@ class BybitVenue:
             except Busy as e:
                 wait = max(e.wait, backoff(attempt)) if e.maybe_seen else e.wait
                 attempt += 1
+                if self._halt.is_set():
+                    raise VenueError(f"Bybit busy ({e.message}); not retried: scalpdesk is stopping", code=e.code) from None
                 if time.monotonic() + wait > deadline:
                     raise VenueError(f"Bybit busy for {self.giveup_sec:g}s, gave up: {e.message}", code=e.code) from None
                 log.warning("Bybit %s: %s; retrying in %.2fs", method, e, wait)
-                time.sleep(wait)
+                if self._wait(wait):
+                    raise VenueError(f"Bybit busy ({e.message}); not retried: scalpdesk is stopping", code=e.code) from None
             except NoAnswer as e:
                 raise VenueError(f"no answer from Bybit ({method}): {e}") from None
 
@@ -143,47 +209,109 @@ class BybitVenue:
     # --- account setup --------------------------------------------------------------
 
     def ensure_position_mode(self) -> str:
-        """Make sure of one-way mode (switch-mode; "not modified" is success). Returns
-        the refusal to trade, empty when trading may go on."""
+        """Know the account's position mode, making it one-way unless BYBIT_HEDGE_MODE.
+        Returns the refusal to open (a hedge account that cannot be switched), empty when
+        opens may go on. VenueError when the mode cannot be known now (asked again next
+        time); a refused key raises AuthError."""
         with self._lock:
-            if self._mode_checked:
-                return self.refusal
-            if self.hedge_mode:
-                self._mode_checked, self._hedge_account = True, True
-                log.warning("BYBIT_HEDGE_MODE=true: orders use positionIdx 1 (long) / 2 (short)")
-                return ""
-            try:
-                self.client.call("switch_position_mode", category=CATEGORY, coin="USDT", mode=0)
-                log.warning("Bybit USDT perpetuals switched to one-way mode")
-            except Refused as e:
-                if e.code not in NOT_MODIFIED:
-                    self._hedge_account = True
-                    self.refusal = (
-                        f"the Bybit account is in hedge mode and could not be switched to one-way ({e.message}, "
-                        f"code {e.code}) while BYBIT_HEDGE_MODE=false: scalpdesk will not open positions. Fix: "
-                        "close the USDT perpetual positions and orders, then set Position Mode to One-Way "
-                        "(Bybit: Derivatives > Preferences > Position Mode) and restart scalpdesk, or set "
-                        "BYBIT_HEDGE_MODE=true to trade the hedge account with positionIdx 1/2"
-                    )
-                    log.error(self.refusal)
-            except (Busy, NoAnswer) as e:
-                raise VenueError(f"could not make sure of one-way mode: {e}") from None
-            self._mode_checked = True
+            if self._mode is None:
+                self._mode = self._find_mode()
             return self.refusal
 
-    def _idx(self, buy: bool, reduce: bool) -> int:
-        """positionIdx: 0 in one-way mode; in a hedge account 1 holds longs, 2 shorts."""
-        if not self._hedge_account:
-            return 0
-        long_side = buy != reduce
-        return 1 if long_side else 2
+    def forget_position_mode(self) -> None:
+        """Read the mode again at the next open (an order was refused for a mode mismatch)."""
+        self._mode, self._mode_problem = None, ""
+
+    def _find_mode(self) -> int:
+        if self.hedge_mode:
+            mode = self._read_mode()
+            idx = "positionIdx 1 (long) / 2 (short)" if mode == HEDGE else "positionIdx 0"
+            log.warning("BYBIT_HEDGE_MODE=true: the account is in %s mode; orders use %s", _mode_name(mode), idx)
+            return mode
+        try:
+            self._req("switch_position_mode", write=True, category=CATEGORY, coin="USDT", mode=ONE_WAY)
+        except OrderRejected as e:
+            if e.code == MODE_NOT_MODIFIED:
+                return ONE_WAY  # "not modified": it is one-way already
+            if e.code in CANNOT_SWITCH:
+                self._mode_problem = self._hedge_text(f"{e.message}, code {e.code}")
+                log.error(self._mode_problem)
+                return HEDGE
+            # Refused for another reason: that reason, and the mode from the position list.
+            try:
+                mode = self._read_mode()
+            except AuthError:
+                raise
+            except VenueError as e2:
+                raise VenueError(
+                    f"Bybit position mode not known: switch-mode refused ({e}) and the position list failed ({e2})",
+                    code=e.code,
+                ) from None
+            log.warning("Bybit refused switch-mode (%s); the position list says %s mode", e, _mode_name(mode))
+            if mode == HEDGE:
+                self._mode_problem = self._hedge_text(f"switch-mode refused: {e}")
+                log.error(self._mode_problem)
+            return mode
+        log.warning("Bybit USDT perpetuals switched to one-way mode")
+        return ONE_WAY
+
+    @staticmethod
+    def _hedge_text(why: str) -> str:
+        return (
+            f"the Bybit account is in hedge mode and could not be switched to one-way ({why}) while "
+            "BYBIT_HEDGE_MODE=false: scalpdesk will not open positions. Fix: close the USDT perpetual "
+            "positions and orders, then set Position Mode to One-Way (Bybit: Derivatives > Preferences > "
+            "Position Mode) and restart scalpdesk, or set BYBIT_HEDGE_MODE=true to trade the hedge account "
+            "with positionIdx 1/2"
+        )
+
+    def _read_mode(self) -> int:
+        """The mode as the position list shows it: a symbol's slots are 0 (one-way) or 1 and 2."""
+        rows = self._req("get_positions", category=CATEGORY, symbol=self._mode_symbol).get("list", [])
+        idxs = {int(r.get("positionIdx") or 0) for r in rows}
+        if not idxs:
+            raise VenueError(f"the position list shows no slot for {self._mode_symbol}: position mode not known")
+        return HEDGE if idxs & {1, 2} else ONE_WAY
+
+    def _learn_mode(self, idxs: set[int]) -> None:
+        """The position list showed these slots: a mode other than the one we know means the
+        account was switched; it is checked again before the next open."""
+        if not idxs or self._mode is None:
+            return
+        seen = HEDGE if idxs & {1, 2} else ONE_WAY
+        if seen != self._mode:
+            log.warning("Bybit position list shows %s-mode slots, not %s: the position mode is read again "
+                        "before the next open", _mode_name(seen), _mode_name(self._mode))
+            self.forget_position_mode()
+
+    def _open_idx(self, buy: bool) -> int:
+        """positionIdx of an open: 0 in one-way mode; in a hedge account 1 holds longs, 2 shorts."""
+        return (1 if buy else 2) if self._mode == HEDGE else 0
+
+    def _close_idx(self, order: OrderRequest) -> int:
+        """positionIdx of a close: the position's own, as the venue reported it."""
+        if order.position_idx is not None:
+            return order.position_idx
+        if self._mode == HEDGE:
+            return 1 if order.side == "Sell" else 2  # selling closes the long slot
+        if self._mode is None:
+            return self._position_idx(order)
+        return 0
+
+    def _position_idx(self, order: OrderRequest) -> int:
+        """The positionIdx of the position a close trades against (0 if none is listed:
+        Bybit then says why the close cannot be)."""
+        held = "long" if order.side == "Sell" else "short"
+        pos = next((p for p in self.positions() if p.symbol == order.symbol and p.side == held), None)
+        return pos.position_idx if pos is not None else 0
 
     # --- market data ----------------------------------------------------------------
 
     def instruments(self, symbols: list[str]) -> dict[str, Instrument]:
         """Filters of the symbols that trade (unknown or halted ones are left out);
-        cached for INSTRUMENT_TTL_SEC. Also makes sure of the position mode at start."""
-        self.ensure_position_mode()
+        cached for INSTRUMENT_TTL_SEC."""
+        if symbols and self._mode is None:
+            self._mode_symbol = symbols[0]
         out = {}
         now = time.monotonic()
         for sym in symbols:
@@ -234,19 +362,19 @@ class BybitVenue:
             if cursor:
                 params["cursor"] = cursor
             result = self._req("get_positions", **params)
-            for row in result.get("list", []):
+            rows = result.get("list", [])
+            for row in rows:
                 pos = parse.position(row)
                 if pos is not None:
                     out.append(pos)
-                if int(row.get("positionIdx") or 0) in (1, 2):
-                    self._hedge_account = True
+            self._learn_mode({int(r.get("positionIdx") or 0) for r in rows})
             cursor = result.get("nextPageCursor") or ""
             if not cursor:
                 break
         return sorted(out, key=lambda p: p.symbol)
 
     def set_leverage(self, symbol: str, leverage: float) -> None:
-        if self.ensure_position_mode():
+        if self._ensure_mode_for_open():
             raise OrderRejected(self.refusal)
         lev = parse.number(leverage)
         self._req("set_leverage", write=True, ok=frozenset({110043}), category=CATEGORY, symbol=symbol,
@@ -261,24 +389,46 @@ class BybitVenue:
         take_profit: float | None = None,
         stop_loss: float | None = None,
     ) -> None:
-        """Full-position TP/SL/trailing; None leaves a value alone, 0 cancels it."""
+        """Full-position TP/SL/trailing on the position's own positionIdx; None leaves a
+        value alone, 0 cancels it."""
         tick = self._instrument(symbol).tick_size
-        idx = 0
-        if self._hedge_account:
+
+        def idx() -> int:
+            if self._mode == ONE_WAY:
+                return 0
             pos = next((p for p in self.positions() if p.symbol == symbol), None)
-            idx = self._idx(pos is not None and pos.side == "long", reduce=False) if pos else 0
-        params: dict[str, Any] = dict(category=CATEGORY, symbol=symbol, tpslMode="Full", positionIdx=idx)
+            return pos.position_idx if pos is not None else 0
+
+        params: dict[str, Any] = dict(category=CATEGORY, symbol=symbol, tpslMode="Full", positionIdx=idx())
         for name, value in (("trailingStop", trailing_stop), ("activePrice", active_price),
                             ("takeProfit", take_profit), ("stopLoss", stop_loss)):
             if value is not None:
                 params[name] = parse.round_tick(value, tick) if value else "0"
-        self._req("set_trading_stop", write=True, ok=frozenset({34040}), **params)
+        try:
+            self._req("set_trading_stop", write=True, ok=frozenset({34040}), **params)
+        except OrderRejected as e:
+            if e.code != 10001 or IDX_MISMATCH not in e.message.lower():
+                raise
+            log.warning("trading-stop %s: %s: reading the position mode again", symbol, e.message)
+            self.forget_position_mode()
+            params["positionIdx"] = idx()
+            self._req("set_trading_stop", write=True, ok=frozenset({34040}), **params)
 
     # --- orders ---------------------------------------------------------------------
 
+    def _ensure_mode_for_open(self) -> str:
+        """The refusal to open; a mode that cannot be read now refuses this open (nothing
+        was sent) with the reason, and is asked again at the next one."""
+        try:
+            return self.ensure_position_mode()
+        except AuthError:
+            raise
+        except VenueError as e:
+            raise OrderRejected(f"not sent: {e}", code=e.code) from None
+
     def place_order(self, order: OrderRequest) -> OrderInfo:
         """A market order (opens carry full-position TP/SL); see the module doc for retries."""
-        if not order.reduce_only and self.ensure_position_mode():
+        if not order.reduce_only and self._ensure_mode_for_open():
             raise OrderRejected(self.refusal)
         inst = self._instrument(order.symbol)
         qty = parse.floor_step(order.qty, inst.qty_step)
@@ -293,7 +443,7 @@ class BybitVenue:
             side=order.side,
             orderType="Market",
             qty=qty,
-            positionIdx=self._idx(order.side == "Buy", order.reduce_only),
+            positionIdx=self._close_idx(order) if order.reduce_only else self._open_idx(order.side == "Buy"),
             orderLinkId=order.order_link_id,
         )
         if order.reduce_only:
@@ -311,10 +461,15 @@ class BybitVenue:
         start = time.monotonic()
         unknown_deadline = start + self.unknown_timeout_sec
         giveup = start + self.giveup_sec
-        resynced = False
+        resynced = rechecked = False
+        maybe_placed = False  # an attempt may have reached the matching engine (5xx, no answer)
         attempt = 0
         while True:
+            if self._halt.is_set():
+                return self._confirm(order, self._stopped(order, maybe_placed, "before sending it again"))
             sent_ms = self.client.now_ms()
+            if self.on_send is not None:
+                self.on_send(link)
             try:
                 ack = self.client.call("place_order", **params)
             except Refused as e:
@@ -328,23 +483,39 @@ class BybitVenue:
                     resynced = True
                     self._resync(e.message)
                     continue
+                if e.code == 10001 and IDX_MISMATCH in e.message.lower() and not rechecked:
+                    rechecked = True
+                    params["positionIdx"] = self._recheck_idx(order, e)
+                    continue
                 raise OrderRejected(e.message, code=e.code) from None
             except Busy as e:
+                maybe_placed |= e.maybe_seen
                 if e.maybe_seen and (found := self._lookup_quietly(sym, link)) is not None:
                     return self._confirm(order, found)
                 wait = max(e.wait, backoff(attempt)) if e.maybe_seen else e.wait
                 attempt += 1
                 if time.monotonic() + wait > giveup:
-                    if (found := self._lookup_quietly(sym, link)) is not None:
-                        return self._confirm(order, found)
+                    if maybe_placed:
+                        # An attempt may still land until its send + recv_window: wait that
+                        # out, so "not placed" is certain.
+                        found, certain = self._settle(sym, link, sent_ms, unknown_deadline)
+                        if found is not None:
+                            return self._confirm(order, found)
+                        if not certain:
+                            raise OutcomeUnknown(
+                                f"Bybit busy for {self.giveup_sec:g}s ({e.message}); gave up sending order {link}, "
+                                "which an earlier attempt may have placed"
+                            ) from None
                     raise OrderRejected(
                         f"Bybit busy for {self.giveup_sec:g}s ({e.message}); gave up, order {link} not placed",
                         code=e.code,
                     ) from None
                 log.warning("order %s: %s; sending again with the same orderLinkId in %.2fs", link, e, wait)
-                time.sleep(wait)
+                if self._wait(wait):
+                    return self._confirm(order, self._stopped(order, maybe_placed, f"while Bybit was busy ({e.message})"))
                 continue
             except NoAnswer as e:
+                maybe_placed = True
                 log.warning("order %s: no answer (%s): outcome unknown, looking it up by orderLinkId", link, e)
                 found, certain = self._settle(sym, link, sent_ms, unknown_deadline)
                 if found is not None:
@@ -355,17 +526,51 @@ class BybitVenue:
                         f"{self.unknown_timeout_sec:g}s"
                     ) from None
                 log.warning("order %s is certainly not on Bybit; sending it again with the same orderLinkId", link)
+                maybe_placed = False  # the earlier attempts can no longer land
                 continue
             return self._confirm(order, None, ack.get("orderId") or "")
 
+    def _stopped(self, order: OrderRequest, maybe_placed: bool, when: str) -> OrderInfo:
+        """Stopping mid-retry: the order if a look-up finds it; else certainly not placed
+        (OrderRejected), or OutcomeUnknown, left for the next start to look up."""
+        link = order.order_link_id
+        if maybe_placed:
+            if (found := self._lookup_quietly(order.symbol, link)) is not None:
+                return found
+            raise OutcomeUnknown(
+                f"scalpdesk is stopping {when}: order {link} may have reached Bybit; the next start looks it up"
+            )
+        raise OrderRejected(f"scalpdesk is stopping {when}: order {link} not placed (every attempt was refused)")
+
+    def _recheck_idx(self, order: OrderRequest, e: Refused) -> int:
+        """positionIdx after Bybit refused the order for a mode mismatch: the mode read again."""
+        log.warning("order %s: %s: reading the account's position mode again", order.order_link_id, e.message)
+        self.forget_position_mode()
+        try:
+            if order.reduce_only:
+                return self._position_idx(order.model_copy(update={"position_idx": None}))
+            if self.ensure_position_mode():
+                raise OrderRejected(self.refusal)
+        except AuthError:
+            raise
+        except OrderRejected:
+            raise
+        except VenueError as e2:
+            raise OrderRejected(f"{e.message} (code {e.code}); reading the position mode again failed: {e2}",
+                                code=e.code) from None
+        return self._open_idx(order.side == "Buy")
+
     def _lookup(self, symbol: str, link: str) -> OrderInfo | None:
-        """The order by orderLinkId: realtime (open and recent), then history."""
+        """The order by orderLinkId: realtime (open and recent), history, then its fills
+        in the executions (which show an order the order caches have lost or not shown yet)."""
         for method in ("get_open_orders", "get_order_history"):
             rows = self._req(method, category=CATEGORY, symbol=symbol, orderLinkId=link).get("list", [])
             row = next((r for r in rows if r.get("orderLinkId") == link), None)
             if row is not None:
                 return parse.order(row)
-        return None
+        rows = self._req("get_executions", category=CATEGORY, symbol=symbol, orderLinkId=link).get("list", [])
+        fills = [r for r in rows if r.get("orderLinkId") == link]
+        return parse.order_from_executions(fills) if fills else None
 
     def _lookup_quietly(self, symbol: str, link: str) -> OrderInfo | None:
         try:
@@ -394,10 +599,11 @@ class BybitVenue:
             past = self.client.now_ms() >= horizon_ms
             if past and worked:
                 return None, True
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._halt.is_set():
                 return None, False
             left_ms = horizon_ms - self.client.now_ms()
-            time.sleep(min(max(left_ms / 1000, 0.05), 0.25, max(deadline - time.monotonic(), 0.0)))
+            if self._wait(min(max(left_ms / 1000, 0.05), 0.25, max(deadline - time.monotonic(), 0.0))):
+                return None, False
 
     def _confirm(self, order: OrderRequest, info: OrderInfo | None, order_id: str = "") -> OrderInfo:
         """Wait (briefly) until an acknowledged order is filled or finished; the ack alone
@@ -405,10 +611,13 @@ class BybitVenue:
         until = time.monotonic() + CONFIRM_SEC
         delay = 0.0
         while info is None or info.status not in parse.TERMINAL:
-            if time.monotonic() >= until:
+            if time.monotonic() >= until or (delay and self._halt.is_set()):
                 state = f"still {info.status}" if info else "not visible yet"
-                raise OutcomeUnknown(f"order {order.order_link_id} accepted (orderId {order_id or '?'}) but {state}")
-            time.sleep(delay)
+                oid = order_id or (info.order_id if info else "")
+                raise AcceptedNotVisible(
+                    f"order {order.order_link_id} accepted (orderId {oid or '?'}) but {state}", oid
+                )
+            self._wait(delay)
             delay = min(max(delay * 2, 0.02), 0.25)
             info = self._lookup_quietly(order.symbol, order.order_link_id) or info
         if order.reduce_only and info.filled:

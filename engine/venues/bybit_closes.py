@@ -33,25 +33,28 @@ def closed_trades(req: Request, now_ms: int, symbol: str, since: float) -> list[
         time.sleep(0.25)
     out = []
     for i, row in enumerate(rows):
-        reason, closing_side = CloseReason.UNKNOWN, None
+        reason, closing_side, link = CloseReason.UNKNOWN, None, ""
         if i < MAX_REASON_LOOKUPS and row.get("orderId"):
-            reason, closing_side = close_reason(req, symbol, row, until)
-        out.append(parse.closed_trade(row, reason, closing_side))
+            reason, closing_side, link = close_reason(req, symbol, row, until)
+        out.append(parse.closed_trade(row, reason, closing_side).model_copy(update={"order_link_id": link}))
     return out
 
 
-def close_reason(req: Request, symbol: str, row: dict[str, Any], until: float) -> tuple[CloseReason, str | None]:
-    """Why the row's closing order closed the position, and that order's side."""
+def close_reason(req: Request, symbol: str, row: dict[str, Any], until: float) -> tuple[CloseReason, str | None, str]:
+    """Why the row's closing order closed the position, that order's side, and its
+    orderLinkId (ours when the order was ours: a close, or a late open that netted it)."""
     oid = row["orderId"]
     while True:
         orders = req("get_order_history", category=CATEGORY, symbol=symbol, orderId=oid).get("list", [])
         o = next((r for r in orders if r.get("orderId") == oid), None)
         if o is not None:
-            return parse.close_reason(o.get("createType", ""), o.get("stopOrderType", ""), row.get("execType", "")), o.get("side")
+            why = parse.close_reason(o.get("createType", ""), o.get("stopOrderType", ""), row.get("execType", ""))
+            return why, o.get("side"), o.get("orderLinkId") or ""
         execs = req("get_executions", category=CATEGORY, symbol=symbol, orderId=oid).get("list", [])
         x = next((r for r in execs if r.get("orderId") == oid), None)
         if x is not None:
-            return parse.close_reason(x.get("createType", ""), x.get("stopOrderType", ""), x.get("execType", "")), x.get("side")
+            why = parse.close_reason(x.get("createType", ""), x.get("stopOrderType", ""), x.get("execType", ""))
+            return why, x.get("side"), x.get("orderLinkId") or ""
         if time.monotonic() >= until:
-            return parse.close_reason("", "", row.get("execType", "")), None
+            return parse.close_reason("", "", row.get("execType", "")), None, ""
         time.sleep(0.25)

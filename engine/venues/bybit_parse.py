@@ -125,6 +125,7 @@ def position(row: dict[str, Any]) -> VenuePosition | None:
         take_profit=opt(row.get("takeProfit")),
         stop_loss=opt(row.get("stopLoss")),
         trailing_stop=opt(row.get("trailingStop")),
+        position_idx=int(row.get("positionIdx") or 0),
     )
 
 
@@ -143,6 +144,29 @@ def order(row: dict[str, Any]) -> OrderInfo:
         reduce_only=bool(row.get("reduceOnly")),
         fee=f(row.get("cumExecFee")),
         reject_reason="" if reject in ("", "EC_NoError") else f"{reject} ({status})",
+    )
+
+
+def order_from_executions(rows: list[dict[str, Any]]) -> OrderInfo:
+    """An order as its fills in the execution list show it (newest first). Our orders are
+    market IOC: whatever did not fill at once was cancelled, so a remainder means
+    PartiallyFilledCanceled."""
+    qty = sum(f(r.get("execQty")) for r in rows)
+    value = sum(f(r.get("execPrice")) * f(r.get("execQty")) for r in rows)
+    last = rows[0]
+    ordered = f(last.get("orderQty")) or qty
+    status = "Filled" if f(last.get("leavesQty")) <= 0 and qty >= ordered - 1e-12 else "PartiallyFilledCanceled"
+    return OrderInfo(
+        order_link_id=last.get("orderLinkId") or "",
+        order_id=last.get("orderId") or "",
+        symbol=last["symbol"],
+        side="Buy" if last.get("side") == "Buy" else "Sell",
+        status=status,
+        qty=ordered,
+        filled_qty=qty,
+        avg_price=value / qty if qty else 0.0,
+        reduce_only=False,
+        fee=sum(f(r.get("execFee")) for r in rows),
     )
 
 

@@ -56,11 +56,16 @@ class BybitError(Exception):
 class Fault:
     """One injected failure of the next request(s) to `path`.
 
-    kind: delay_before (sleep, then process: lands late), delay_after (process, then
-    sleep before answering: landed, answer late), drop (sleep, then close without
-    processing: never landed), reset (close at once, not processed), http (answer
-    HTTP `status`, not processed), http_after (processed, then HTTP `status`: landed),
-    retcode (answer retCode, not processed).
+    kind: delay_before (sleep, then process: lands late, or 10002 if the sleep outlasts
+    recv_window, as a request stuck on its way), delay_after (process, then sleep before
+    answering: landed, answer late), hold (signature and timestamp checked, then held
+    `seconds` before the matching engine: it lands late however long the hold), drop
+    (sleep, then close without processing: never landed), reset (close at once, not
+    processed), http (answer HTTP `status`, not processed), http_after (processed, then
+    HTTP `status`: landed), retcode (answer retCode, not processed).
+
+    `when`, if given, picks the requests the fault applies to (by their parameters),
+    e.g. only the opens: lambda p: not p.get("reduceOnly").
     """
 
     path: str
@@ -71,6 +76,7 @@ class Fault:
     ret_code: int = 0
     ret_msg: str = ""
     reset_in_ms: int | None = None  # 10006: X-Bapi-Limit-Reset-Timestamp = now + this
+    when: Callable[[dict[str, Any]], bool] | None = None
 
 
 @dataclass
@@ -183,6 +189,9 @@ class FakeBybit:
         self.lookup_lag_sec = 0.0  # a new order is invisible to realtime/history this long
         self.history_lag_sec = 0.0  # closed-pnl, executions and system orders lag this long
         self.faults: list[Fault] = []
+        # Fractions of the next opening orders that fill (an IOC market order the book
+        # cannot fill whole ends PartiallyFilledCanceled); empty: everything fills.
+        self.partial_fills: list[float] = []
         self.gates: list[Gate] = []
         self.requests: list[tuple[float, str, str, dict[str, Any]]] = []  # (perf_counter, method, path, params)
         self.observers: list[Callable[[str, str, dict[str, Any]], None]] = []  # (phase, path, params)
@@ -200,10 +209,10 @@ class FakeBybit:
             self.faults.append(f)
         return f
 
-    def take_fault(self, path: str) -> Fault | None:
+    def take_fault(self, path: str, params: dict[str, Any] | None = None) -> Fault | None:
         with self.lock:
             for f in self.faults:
-                if f.path == path and f.times > 0:
+                if f.path == path and f.times > 0 and (f.when is None or f.when(params or {})):
                     f.times -= 1
                     if f.times == 0:
                         self.faults.remove(f)
@@ -540,13 +549,14 @@ class FakeBybit:
             if pos is None or not closing:
                 raise BybitError(110017, "current position is zero, cannot fix reduce-only order qty")
             qty = min(qty, pos.size)
-        elif closing:
-            raise BybitError(10001, "fake: flips not supported; close first")
         else:
+            # One-way: an opposite order nets the position first (and opens the rest the
+            # other way); only what it opens needs margin.
             if qty * last < float(inst.min_notional):
                 raise BybitError(110094, f"Order does not meet minimum order value {inst.min_notional}USDT")
+            opening = qty - (pos.size if closing else 0.0)
             lev = self.leverage.get(sym, 10.0)
-            cost = qty * last / lev + qty * last * self.taker_fee
+            cost = max(opening, 0.0) * last * (1 / lev + self.taker_fee)
             if cost > self.available() + 1e-9:
                 raise BybitError(110007, "ab not enough for new order")
             s = 1 if side == "Buy" else -1
@@ -557,17 +567,25 @@ class FakeBybit:
             if sl and s * (sl - last) >= 0:
                 raise BybitError(10001, f"StopLoss:{p['stopLoss']} set for {side} position should be "
                                         f"{'lower' if s > 0 else 'higher'} than base_price:{num(last)}")
-        order = self._fill(sym, side, qty, last, idx, link, reduce=reduce, create_type="CreateByUser",
-                           tp=p.get("takeProfit") or "", sl=p.get("stopLoss") or "")
+        filled = qty
+        if not reduce and self.partial_fills:
+            step = inst.qty_step
+            filled = float(num(qty * self.partial_fills.pop(0), step))
+        order = self._fill(sym, side, filled, last, idx, link, reduce=reduce, create_type="CreateByUser",
+                           tp=p.get("takeProfit") or "", sl=p.get("stopLoss") or "", ordered=qty)
         return {"orderId": order["orderId"], "orderLinkId": link}
 
     def _fill(self, sym: str, side: str, qty: float, price: float, idx: int, link: str, *, reduce: bool,
-              create_type: str, stop_type: str = "", tp: str = "", sl: str = "", exec_type: str = "Trade") -> dict:
+              create_type: str, stop_type: str = "", tp: str = "", sl: str = "", exec_type: str = "Trade",
+              ordered: float | None = None) -> dict:
+        """Fill `qty` of an order for `ordered` (default qty: all of it) at `price`."""
         now = time.time()
         fee = qty * price * self.taker_fee
+        ordered = qty if ordered is None else ordered
+        status = "Filled" if qty >= ordered else "PartiallyFilledCanceled"
         order = {
             "orderId": self._new_id(), "orderLinkId": link, "blockTradeId": "", "symbol": sym, "price": "0",
-            "qty": num(qty), "side": side, "isLeverage": "", "positionIdx": idx, "orderStatus": "Filled",
+            "qty": num(ordered), "side": side, "isLeverage": "", "positionIdx": idx, "orderStatus": status,
             "createType": create_type, "cancelType": "UNKNOWN", "rejectReason": "EC_NoError",
             "avgPrice": num(price), "leavesQty": "0", "leavesValue": "0", "cumExecQty": num(qty),
             "cumExecValue": num(qty * price), "cumExecFee": num(fee), "timeInForce": "IOC", "orderType": "Market",
@@ -586,35 +604,45 @@ class FakeBybit:
         key = (sym, idx)
         pos = self.positions.get(key)
         self.wallet -= fee
+        opening = qty
+        closed = 0.0
         if pos is not None and pos.side != side:
-            gross = pos.sign * (price - pos.entry) * qty
-            open_fee = pos.open_fee * qty / pos.size
+            # Nets the position (one-way: a larger opposite order flips it).
+            closed = min(qty, pos.size)
+            opening = round(qty - closed, 10)
+            close_fee = fee * closed / qty
+            gross = pos.sign * (price - pos.entry) * closed
+            open_fee = pos.open_fee * closed / pos.size
             self.wallet += gross
             self.closed_pnl.append({
-                "symbol": sym, "orderId": order["orderId"], "side": side, "qty": num(qty), "orderPrice": num(price),
-                "orderType": "Market", "execType": exec_type, "closedSize": num(qty),
-                "cumEntryValue": num(pos.entry * qty), "avgEntryPrice": num(pos.entry),
-                "cumExitValue": num(price * qty), "avgExitPrice": num(price),
-                "closedPnl": num(gross - fee - open_fee), "fillCount": "1", "leverage": num(pos.leverage),
-                "openFee": num(open_fee), "closeFee": num(fee), "createdTime": str(int(now * 1000)),
+                "symbol": sym, "orderId": order["orderId"], "side": side, "qty": num(closed), "orderPrice": num(price),
+                "orderType": "Market", "execType": exec_type, "closedSize": num(closed),
+                "cumEntryValue": num(pos.entry * closed), "avgEntryPrice": num(pos.entry),
+                "cumExitValue": num(price * closed), "avgExitPrice": num(price),
+                "closedPnl": num(gross - close_fee - open_fee), "fillCount": "1", "leverage": num(pos.leverage),
+                "openFee": num(open_fee), "closeFee": num(close_fee), "createdTime": str(int(now * 1000)),
                 "updatedTime": str(int(now * 1000)), "_t": now,
             })
             pos.open_fee -= open_fee
-            pos.size = round(pos.size - qty, 10)
+            pos.size = round(pos.size - closed, 10)
             if pos.size <= 0:
                 del self.positions[key]
-        elif pos is None:
-            pos = Pos(sym, idx, side, qty, price, self.leverage.get(sym, 10.0), created=now, open_fee=fee)
-            pos.tp, pos.sl = float(tp or 0), float(sl or 0)
-            self.positions[key] = pos
-        else:
-            size = pos.size + qty
-            pos.entry = (pos.entry * pos.size + price * qty) / size
-            pos.size, pos.open_fee = size, pos.open_fee + fee
+                pos = None
+        if opening > 0 and not reduce:
+            if pos is None:
+                pos = Pos(sym, idx, side, opening, price, self.leverage.get(sym, 10.0), created=now,
+                          open_fee=fee * opening / qty)
+                pos.tp, pos.sl = float(tp or 0), float(sl or 0)
+                self.positions[key] = pos
+            else:
+                size = pos.size + opening
+                pos.entry = (pos.entry * pos.size + price * opening) / size
+                pos.size, pos.open_fee = size, pos.open_fee + fee * opening / qty
         self.executions.append({
             "symbol": sym, "orderId": order["orderId"], "orderLinkId": link, "side": side, "execPrice": num(price),
             "execQty": num(qty), "execFee": num(fee), "execType": exec_type, "createType": create_type,
-            "stopOrderType": stop_type, "execTime": str(int(now * 1000)), "_t": now,
+            "stopOrderType": stop_type, "execTime": str(int(now * 1000)), "closedSize": num(closed),
+            "orderQty": num(ordered), "leavesQty": "0", "_t": now,
         })
         return order
 
@@ -677,6 +705,7 @@ class FakeBybit:
         self._linear(p)
         rows = [self._public(e) for e in reversed(self.executions)
                 if (not p.get("orderId") or e["orderId"] == p["orderId"])
+                and (not p.get("orderLinkId") or e["orderLinkId"] == p["orderLinkId"])
                 and (not p.get("symbol") or e["symbol"] == p["symbol"]) and self._visible(e, self.history_lag_sec)]
         return {"category": "linear", "list": rows[: int(p.get("limit", 50))], "nextPageCursor": ""}
 

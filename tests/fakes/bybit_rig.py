@@ -119,3 +119,57 @@ def state_text(state_dir: Path) -> str:
 
 def events_json(events: list[BaseEvent]) -> str:
     return "\n".join(json.dumps(e.model_dump(mode="json")) for e in events)
+
+
+def scripted(rig: BybitRig):
+    """Give the rig's engine a ScriptedDecider and a calm, aligned market (as tests.rig's
+    calm()), so a test decides what each cycle proposes; returns the decider."""
+    from tests.rig import ScriptedDecider
+
+    decider = ScriptedDecider()
+    rig.engine.decider = decider
+    real = rig.engine._snapshot
+
+    def snapshot(symbols):
+        snap = real(symbols)
+        fixed = {
+            s: f.model_copy(update=dict(trend_1m=1, trend_5m=1, trend_15m=1, ret_5m_pct=0.0, last_range_1m_pct=0.0))
+            for s, f in snap.symbols.items()
+        }
+        return snap.model_copy(update={"symbols": fixed})
+
+    rig.engine._snapshot = snapshot  # type: ignore[method-assign]
+    return decider
+
+
+def in_flight_open(link: str, side: str = "long", *, sent_at: float, qty: float = 0.01, symbol: str = "BTCUSDT",
+                   limit: int = 1800):
+    """An OPEN intent as a killed process leaves it: EXECUTING, sent at `sent_at`."""
+    from engine.models import Intent, IntentStatus
+
+    return Intent(intent_id=link, kind="OPEN", symbol=symbol, side=side, qty=qty, status=IntentStatus.EXECUTING,
+                  created_at=sent_at, updated_at=sent_at, sent_at=sent_at, leverage=5, take_profit=None,
+                  stop_loss=None, time_in_trade_limit_sec=limit, cooldown_sec=600, decision_id="d-" + link[2:])
+
+
+def send_raw(srv: BybitFakeServer, link: str, side: str = "Buy", qty: str = "0.01", symbol: str = "BTCUSDT",
+             recv_window_ms: int = 1000):
+    """Send a create straight through pybit (no venue logic, a thread of its own), as the
+    request a killed process left on the wire; returns the thread."""
+    import threading
+
+    from pybit.unified_trading import HTTP
+
+    def go() -> None:
+        s = HTTP(testnet=True, api_key=FAKE_KEY, api_secret=FAKE_SECRET, max_retries=1, timeout=30,
+                 recv_window=recv_window_ms, retry_codes={0}, force_retry=False)
+        s.endpoint = srv.url
+        try:
+            s.place_order(category="linear", symbol=symbol, side=side, orderType="Market", qty=qty,
+                          positionIdx=0, orderLinkId=link)
+        except Exception:  # noqa: BLE001 - the sender is dead; what happens is the exchange's business
+            pass
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t

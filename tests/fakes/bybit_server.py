@@ -77,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
             if gate.then == "drop":
                 self.close_connection = True
                 return
-        fault = ex.take_fault(path)
+        fault = ex.take_fault(path, params)
         if fault is not None:
             if fault.kind in ("drop", "reset"):
                 time.sleep(fault.seconds)
@@ -95,7 +95,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "delay_before":
                 time.sleep(fault.seconds)
-        reply = self._process(ex, method, path, query, body, params)
+        hold = fault.seconds if fault is not None and fault.kind == "hold" else 0.0
+        reply = self._process(ex, method, path, query, body, params, hold)
         if reply is None:  # held past the signature check, then dropped
             self.close_connection = True
             return
@@ -120,11 +121,14 @@ class _Handler(BaseHTTPRequestHandler):
             gate.reached.set()
             gate.released.wait(GATE_TIMEOUT_SEC)
 
-    def _process(self, ex: FakeBybit, method: str, path: str, query: str, body: str, params: dict) -> dict | None:
+    def _process(self, ex: FakeBybit, method: str, path: str, query: str, body: str, params: dict,
+                 hold: float = 0.0) -> dict | None:
         try:
             key = None
             if path not in PUBLIC:
                 key = self._check_auth(ex, query if method == "GET" else body)
+            if hold:  # accepted, then held before the matching engine: lands late
+                time.sleep(hold)
             # "accepted": past the gateway's checks, held before the matching engine, so
             # it still lands when released however late (a "received" hold is rejected
             # by the recv_window check once released, as on Bybit).
@@ -182,6 +186,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     exchange: FakeBybit
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (killed, timed out) is part of the tests, not an error.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class BybitFakeServer:
