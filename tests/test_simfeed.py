@@ -182,6 +182,14 @@ def test_sync_maps_clock_time_with_the_speed_factor() -> None:
     assert len(feed.path_since("BTCUSDT", T0)) == 600
 
 
+def test_path_since_takes_a_side_and_ticks_are_points() -> None:
+    feed = SimFeed(["BTCUSDT"], seed=1, start=T0)
+    feed.advance_to(T0 + 30)
+    path = feed.path_since("BTCUSDT", T0)
+    assert len(path) == 30
+    assert feed.path_since("BTCUSDT", T0, side="Buy") == path == feed.path_since("BTCUSDT", T0, side="Sell")
+
+
 def test_memory_stays_bounded_over_a_long_run() -> None:
     feed = SimFeed(["BTCUSDT"], seed=1, start=T0, history_sec=0)
     feed.advance_to(T0 + 20 * 3600)  # 1200 minutes, 72000 ticks

@@ -322,11 +322,13 @@ class SimFeed:
                 rows = rows[-limit:] if limit > 0 else []
         return [Kline(start=r[0], open=r[1], high=r[2], low=r[3], close=r[4], volume=r[5]) for r in rows]
 
-    def path_since(self, symbol: str, t: float) -> list[tuple[float, float]]:
+    def path_since(self, symbol: str, t: float, side: str | None = None) -> list[tuple[float, float]]:
         """(time, price) of every kept tick after feed time `t`, oldest first.
 
-        Only the last TICK_BUFFER_SEC seconds are kept: a caller that must not miss
-        a tick advances the feed in steps shorter than that (PaperVenue does).
+        `side` is for feeds whose path depends on it (bid or ask); ticks here are
+        single prices, so it changes nothing. Only the last TICK_BUFFER_SEC seconds
+        are kept: a caller that must not miss a tick advances the feed in steps
+        shorter than that (PaperVenue does).
         """
         with self._lock:
             st = self._state(symbol)
