@@ -507,8 +507,8 @@ class SimFeed:
 def _jump(rng: random.Random, profile: SymbolProfile, size_sigmas: float, minute: int) -> list[_Move]:
     """A jump within the minute that starts at second `minute`: a move of `size_sigmas`
     times the profile's 1-minute sigma, either way, in a few seconds, then a partial
-    retrace over minutes, as real wicks do. It stays inside its minute, so a 1-minute
-    candle holds the whole of it, as it mostly does on real candles."""
+    retrace over minutes, as real wicks do. It stays inside its minute: split over two
+    candles, its halves would add a spurious positive lag-1 autocorrelation."""
     size = size_sigmas * profile.sigma_1m * (-1.0 if rng.random() < 0.5 else 1.0)
     secs = rng.randint(*JUMP_SECS)
     at = minute + rng.randint(0, 60 - secs)
