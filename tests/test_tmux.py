@@ -20,9 +20,11 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parent.parent
-# Seed 8 of the simulated market proposes a BTCUSDT long on the first cycles (checked
-# with the rule decider); the test still waits for whatever the market proposes.
-SEED = 8
+# The simulated market follows the UTC day (quiet nights, busy afternoons, quiet
+# weekends), so what it shows in the test's first seconds depends on when the test
+# runs. Seed 7 makes the rule decider propose on its first cycle at every start time
+# tried (96 across a week); the test still waits for whatever the market proposes.
+SEED = 7
 
 
 def scalpdesk_command() -> list[str]:
