@@ -1,5 +1,6 @@
-"""The Engine: jobs on an APScheduler AsyncIOScheduler, the approval queue, mode and
-pause, the operator's commands, and an event for every step.
+"""The Engine: its jobs on the engine's timers, the decision cycle, mode and pause, the
+operator's commands, and an event for every step. The approval queue, the decision
+journal, the market and today's figures live in their own modules.
 
 Everything blocking (venue calls, state writes) runs in worker threads through
 asyncio.to_thread, so the event loop (and the console on it) never waits on I/O; a
@@ -17,13 +18,12 @@ import asyncio
 import functools
 import logging
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from engine import guardrails
+from engine.approvals import ApprovalQueue, Pending
 from engine.clock import Clock
 from engine.commands import Approve, CloseAll, Command, CommandResult, ForceClose, Pause, Reject, RunCycle, SetMode
 from engine.config import Settings
@@ -40,14 +40,16 @@ from engine.events import (
     PositionClosed,
     UsageUpdated,
 )
+from engine.decision_log import DecisionLog
 from engine.executor import Executor
-from engine.market import LOAD, SymbolMarket
+from engine.market import Markets
 from engine.models import (
     Action,
     Balance,
     CloseReason,
     Decision,
     DecisionRecord,
+    DecisionStatus,
     EntryBlock,
     Instrument,
     Intent,
@@ -55,12 +57,12 @@ from engine.models import (
     MarketSnapshot,
     Review,
     SymbolFeatures,
-    Ticker,
     Verdict,
 )
 from engine.monitor import Monitor
 from engine.store import StateStore
 from engine.timers import Timers, timers_for
+from engine.today import Today, next_day
 from engine.venues.base import AuthError, Venue, VenueError
 
 log = logging.getLogger(__name__)
@@ -72,18 +74,10 @@ T = TypeVar("T")
 # newest decisions (the pending ones among them) and log lines.
 LAST_OF_KIND = {"account", "usage", "market", "positions"}
 REPLAYED_AS_STATE = LAST_OF_KIND | {"state", "decision"}
-REPLAY_DECISIONS = 100
 REPLAY_LOG_LINES = 200
 
 # Among jobs due at the same moment, exits run before anything else.
 EXITS_FIRST, CYCLE, HOUSEKEEPING = 0, 5, 10
-KLINE_REFETCH_MAX = 1000  # 1m candles missed beyond this reload the symbol's market whole
-
-
-def day_start(ts: float) -> float:
-    """00:00 UTC of the day of `ts`."""
-    d = datetime.fromtimestamp(ts, timezone.utc)
-    return d.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 # How long a stop waits for work in flight (a decision cycle, an order in its retries, a
 # monitor pass) beyond one venue request timeout: the venue gives up its back-offs and
@@ -111,12 +105,7 @@ class _VenueLogBridge(logging.Handler):
         self.engine._log(level, record.getMessage(), "VENUE")
 
 
-@dataclass
-class Pending:
-    """A decision waiting for the operator in APPROVE mode."""
-
-    record: DecisionRecord
-    expires_at: float
+__all__ = ["Engine", "Pending"]
 
 
 class Engine:
@@ -146,30 +135,25 @@ class Engine:
         self.stopping = False
         self._deciding = False  # a cycle waiting for its decider (nothing to finish for a stop)
         self._decider_down = False  # degraded by the decider: a cycle would decide nothing
-        self.pending: dict[str, Pending] = {}
         self.recent: deque[BaseEvent] = deque(maxlen=1000)
         self.next_cycle_at: float | None = None
         self.last_snapshot: MarketSnapshot | None = None
         self.instruments: dict[str, Instrument] = {}
-        self.market: dict[str, SymbolMarket] = {}
+        self.market = Markets(venue, self._log)
         self.timers = timers if timers is not None else timers_for(clock)
+        self.pending = ApprovalQueue(self.timers, self.expire_pending)
         self.inline_io = inline_io
         self._subscribers: list[Subscriber] = []
         self._emit_lock = threading.RLock()
         self.seq = 0  # events emitted
         self.consoles = 0  # consoles attached (the service counts them): someone can approve
         self._last: dict[str, BaseEvent] = {}  # the newest event of each LAST_OF_KIND
-        self._decisions: OrderedDict[str, DecisionEvent] = OrderedDict()  # the newest, by decision id
         self._cycle_lock = asyncio.Lock()
         self._monitor_lock = asyncio.Lock()
         self._exits_armed: dict[str, float] = {}  # symbol -> due time of its armed time exit
-        self._market_failed: set[str] = set()  # symbols whose market data failed (said once)
-        # Today's realised PnL and trades, kept as trades close (rebuilt once at start).
-        self._day = day_start(clock.now())
-        self._today_pnl = 0.0
-        self._today_trades = 0
+        self.today = Today(clock.now())
         self._bridge: logging.Handler | None = None
-        self._batch: list[DecisionRecord] | None = None  # a cycle's records, written together
+        self.decisions = DecisionLog(store, clock, self.emit, self._io)
         self._balance: Balance | None = None  # the last balance published
         self._blocks_sent: object = None  # what the last entry blocks said (see _publish_blocks)
         self.executor = Executor(store, venue, clock, settings, self.emit)
@@ -203,8 +187,8 @@ class Engine:
         out += [CooldownStarted(ts=c.started_at, level="debug", code="COOLDOWN", cooldown=c,
                                 message=f"cooldown {c.symbol} until {c.until:.0f}")
                 for c in self.store.cooldowns() if c.active(now)]
-        for did, event in self._decisions.items():
-            pending = self.pending.get(did)
+        for event in self.decisions.newest():
+            pending = self.pending.get(event.record.decision.decision_id)
             out.append(event.model_copy(update={"expires_at": pending.expires_at if pending else None}))
         lines = [e for e in self.recent if e.level != "debug" and e.kind not in REPLAYED_AS_STATE]
         out += [LogEvent(ts=e.ts, level=e.level, message=e.message, code=e.code) for e in lines[-REPLAY_LOG_LINES:]]
@@ -216,12 +200,7 @@ class Engine:
         with self._emit_lock:
             self.seq += 1
             if isinstance(event, PositionClosed):
-                self._count_close(event.trade.closed_at, event.trade.pnl)
-            elif isinstance(event, DecisionEvent):
-                self._decisions.pop(event.record.decision.decision_id, None)
-                self._decisions[event.record.decision.decision_id] = event
-                while len(self._decisions) > REPLAY_DECISIONS:
-                    self._decisions.popitem(last=False)
+                self.today.count(event.trade.closed_at, event.trade.pnl, self.clock.now())
             if event.kind in LAST_OF_KIND:
                 self._last[event.kind] = event
             self.recent.append(event)
@@ -275,8 +254,8 @@ class Engine:
         self._log("info", f"scalpdesk engine starting: venue {self.venue.name}, mode {self.mode.upper()}, "
                   f"decider {self.decider.name}, symbols {', '.join(self.settings.symbols)}", "START")
         await self._guard(self._reconcile)
-        await self._io(self._rebuild_today)
-        await self._io(self._load_decisions)
+        await self._io(self.today.rebuild, self.store, self.clock.now())
+        await self._io(self.decisions.load, set(self.pending))
         await self.publish_account()
         self._arm_jobs()
         self._arm_exits()
@@ -318,12 +297,11 @@ class Engine:
         self._arm_day()
 
     def _arm_day(self) -> None:
-        nxt = (datetime.fromtimestamp(self._day, timezone.utc) + timedelta(days=1)).timestamp()
-        self.timers.at("day", nxt, self._new_day, priority=HOUSEKEEPING)
+        self.timers.at("day", next_day(self.today.day), self._new_day, priority=HOUSEKEEPING)
 
     async def _new_day(self) -> None:
         """00:00 UTC: today's figures start again."""
-        self._roll_day(self.clock.now())
+        self.today.roll(self.clock.now())
         self._arm_day()
         await self.publish_account()
 
@@ -424,46 +402,6 @@ class Engine:
 
         await self._guard(work)
 
-    def _load_decisions(self) -> None:
-        """The newest decisions from the journal, for consoles attaching (read once at start).
-        A decision still PENDING there was left by a previous run: nobody can approve it now."""
-        records = self.store.decisions(limit=REPLAY_DECISIONS)  # newest first
-        for i, rec in enumerate(records):
-            if rec.status == "PENDING" and rec.decision.decision_id not in self.pending:
-                d = rec.decision
-                rec = rec.model_copy(update={"status": "EXPIRED",
-                                             "message": f"{d.symbol} {d.action.value} EXPIRED: scalpdesk restarted"})
-                self.store.update_decision(rec)
-                records[i] = rec
-        with self._emit_lock:
-            for rec in records:  # each older one goes in front: oldest first in the end
-                did = rec.decision.decision_id
-                if did in self._decisions:
-                    continue
-                self._decisions[did] = DecisionEvent(ts=rec.recorded_at, level="debug", message=rec.message,
-                                                     code=rec.status, record=rec)
-                self._decisions.move_to_end(did, last=False)
-
-    # --- today's figures ----------------------------------------------------------
-
-    def _rebuild_today(self) -> None:
-        """Read today's trades once; closes keep the figures from then on."""
-        self._day = day_start(self.clock.now())
-        trades = self.store.trades(since=self._day, limit=1_000_000)
-        self._today_pnl = sum(t.pnl for t in trades)
-        self._today_trades = len(trades)
-
-    def _roll_day(self, now: float) -> None:
-        day = day_start(now)
-        if day != self._day:
-            self._day, self._today_pnl, self._today_trades = day, 0.0, 0
-
-    def _count_close(self, closed_at: float, pnl: float) -> None:
-        self._roll_day(self.clock.now())
-        if closed_at >= self._day:
-            self._today_pnl += pnl
-            self._today_trades += 1
-
     async def publish_account(self) -> None:
         try:
             balance = await self._io(self.venue.balance)
@@ -471,77 +409,16 @@ class Engine:
             self._log("warning", f"balance unavailable: {e}", "VENUE_ERROR")
             return
         now = self.clock.now()
-        self._roll_day(now)
+        self.today.roll(now)
         self._balance = balance
-        self.emit(AccountUpdated(ts=now, level="debug", balance=balance, realised_today=self._today_pnl,
-                                 trades_today=self._today_trades))
+        self.emit(AccountUpdated(ts=now, level="debug", balance=balance, realised_today=self.today.pnl,
+                                 trades_today=self.today.trades))
         self._publish_blocks()
 
     # --- the market -----------------------------------------------------------------
 
-    def _tickers(self, symbols: list[str]) -> dict[str, Ticker]:
-        """Every symbol's ticker, in one request where the venue can; a symbol that fails is left out."""
-        bulk = getattr(self.venue, "tickers", None)
-        if bulk is not None:
-            return bulk(symbols)
-        out = {}
-        for sym in symbols:
-            try:
-                out[sym] = self.venue.ticker(sym)
-            except VenueError as e:
-                if isinstance(e, AuthError):
-                    raise
-                self._market_failure(sym, e)
-        return out
-
-    def _market(self, symbol: str, now: float) -> SymbolMarket:
-        """The symbol's candles and indicators, fetching only 1m candles that closed since
-        the last look (the whole history on the first look, or after a long absence)."""
-        m = self.market.get(symbol)
-        last_closed = now - now % 60 - 60  # start of the newest 1m candle that has closed
-        if m is None or m.last_1m is None or last_closed - m.last_1m > KLINE_REFETCH_MAX * 60:
-            v = self.venue
-            m = SymbolMarket.from_klines(symbol, v.klines(symbol, 1, LOAD[1]), v.klines(symbol, 5, LOAD[5]),
-                                         v.klines(symbol, 15, LOAD[15]))
-            self.market[symbol] = m
-        elif last_closed > m.last_1m:
-            missing = int((last_closed - m.last_1m) // 60)
-            rows = self.venue.klines(symbol, 1, missing + 2)  # the forming one, and one to overlap
-            m.add_1m((k.start, k.open, k.high, k.low, k.close, k.volume) for k in rows[:-1])
-        return m
-
-    def _market_failure(self, symbol: str, e: Exception) -> None:
-        if symbol not in self._market_failed:
-            self._market_failed.add(symbol)
-            self._log("warning", f"{symbol}: market data unavailable ({e}); no decision for it until it is back",
-                      "MARKET_DATA")
-
-    def _features(self, symbols: list[str]) -> dict[str, SymbolFeatures]:
-        """Features of every symbol whose market data answered; the others are left out
-        (one symbol's outage does not hold the others)."""
-        now = self.clock.now()
-        tickers = self._tickers(symbols)
-        feats = {}
-        for sym in symbols:
-            ticker = tickers.get(sym)
-            if ticker is None:
-                continue
-            try:
-                feats[sym] = self._market(sym, now).features(ticker)
-            except VenueError as e:
-                if isinstance(e, AuthError):
-                    raise
-                self._market_failure(sym, e)
-                continue
-            if sym in self._market_failed:
-                self._market_failed.discard(sym)
-                self._log("info", f"{sym}: market data is back", "MARKET_DATA")
-        if not feats:
-            raise VenueError("no market data for any symbol")
-        return feats
-
     def _snapshot(self, symbols: list[str]) -> MarketSnapshot:
-        feats = self._features(symbols)
+        feats = self.market.features(symbols, self.clock.now())
         return MarketSnapshot(
             ts=self.clock.now(),
             symbols=feats,
@@ -643,8 +520,7 @@ class Engine:
             if result.audit.get("degraded"):
                 self._decider_down = True
                 self._degrade(f"decider {self.decider.name}: {result.audit['degraded']}")
-            self._batch = []
-            try:
+            async with self.decisions.cycle():
                 for inv in result.invalid:
                     await self._record_invalid(inv, self._audit_for(inv.symbol, result.audit), snap)
                 ctx = self._context(snap)
@@ -655,8 +531,6 @@ class Engine:
                     if review.actionable and review.order is not None:
                         # What this cycle already opened counts against the next decisions.
                         ctx = self._context(await self._io(self._refresh, snap))
-            finally:
-                await self._flush()
             said = [f"{d.symbol} {d.action.value}" for d in result.decisions] + [
                 f"{i.symbol or 'all'} {i.code}" for i in result.invalid
             ]
@@ -670,13 +544,13 @@ class Engine:
         where = inv.symbol or "cycle"
         record = DecisionRecord(
             decision=hold,
-            status=inv.code,
+            status=DecisionStatus(inv.code),
             message=f"{where}: {inv.code}: {inv.message}",
             recorded_at=self.clock.now(),
             audit={**audit, "raw": inv.raw},
             inputs=snap.symbols.get(inv.symbol) if inv.symbol else None,
         )
-        await self._record(record, "warning")
+        await self.decisions.record(record, "warning")
 
     def _refresh(self, snap: MarketSnapshot) -> MarketSnapshot:
         return snap.model_copy(update={"balance": self.venue.balance(), "positions": self.venue.positions()})
@@ -686,39 +560,39 @@ class Engine:
         if self.stopping:
             return  # nothing new once stopping: the store is about to close
         now = self.clock.now()
-        record = DecisionRecord(decision=decision, review=review, status="PROPOSED", recorded_at=now, audit=audit,
+        S = DecisionStatus
+        record = DecisionRecord(decision=decision, review=review, status=S.PROPOSED, recorded_at=now, audit=audit,
                                 inputs=inputs)
         sym, act = decision.symbol, decision.action.value
         if review.verdict is Verdict.HOLD:
-            await self._record(record.model_copy(update={"status": "HOLD", "message": decision.rationale}), "debug")
+            await self.decisions.record(record.model_copy(update={"status": S.HOLD, "message": decision.rationale}),
+                                        "debug")
             return
         if review.verdict is Verdict.BLOCKED:
             text = "; ".join(review.detail) or review.summary()
-            await self._record(
-                record.model_copy(update={"status": "BLOCKED", "message": f"{sym} {act} BLOCKED: {text}"}), "warning"
+            await self.decisions.record(
+                record.model_copy(update={"status": S.BLOCKED, "message": f"{sym} {act} BLOCKED: {text}"}), "warning"
             )
             return
         if self.mode == "auto":
             await self._execute(record)
         elif self.headless and not self.consoles:
-            await self._record(
+            await self.decisions.record(
                 record.model_copy(update={"message": f"{sym} {act} proposed; APPROVE mode and no console attached "
                                                      "to approve it: not executed"}),
                 "info",
             )
         else:
             # One question per symbol: a newer proposal replaces the one still waiting.
-            for did, old in list(self.pending.items()):
-                if old.record.decision.symbol == sym:
-                    self._unqueue(did)
-                    od = old.record.decision
-                    msg = f"{sym} {od.action.value} EXPIRED: replaced by a newer decision"
-                    await self._record(old.record.model_copy(update={"status": "EXPIRED", "message": msg}), "info", update=True)
+            for old in self.pending.for_symbol(sym):
+                self.pending.remove(old.record.decision.decision_id)
+                msg = f"{sym} {old.record.decision.action.value} EXPIRED: replaced by a newer decision"
+                await self.decisions.record(old.record.model_copy(update={"status": S.EXPIRED, "message": msg}), "info",
+                                            update=True)
             expires = now + self.settings.approval_timeout_sec
-            rec = record.model_copy(update={"status": "PENDING", "message": f"{sym} {act} waiting for approval"})
-            self.pending[decision.decision_id] = Pending(rec, expires)
-            self.timers.at(f"expiry:{decision.decision_id}", expires, self.expire_pending, priority=HOUSEKEEPING)
-            await self._record(rec, "warning", expires_at=expires)
+            rec = record.model_copy(update={"status": S.PENDING, "message": f"{sym} {act} waiting for approval"})
+            self.pending.add(rec, expires)
+            await self.decisions.record(rec, "warning", expires_at=expires)
 
     def _audit_for(self, symbol: str | None, audit: dict[str, object]) -> dict[str, object]:
         """The cycle's audit as one symbol's record keeps it: per-symbol maps (verdicts,
@@ -730,33 +604,6 @@ class Engine:
                 value = {symbol: value[symbol]} if symbol in value else {}
             out[key] = value
         return out
-
-    async def _flush(self) -> None:
-        """Write the cycle's new decision records in one go (one write per history file)."""
-        batch, self._batch = self._batch, None
-        if batch:
-            await self._io(self.store.add_decisions, batch)
-
-    async def _record(self, record: DecisionRecord, level: str, expires_at: float | None = None, update: bool = False) -> None:
-        if update:
-            if self._batch:  # the record may still be waiting in this cycle's batch
-                batch, self._batch = self._batch, []
-                await self._io(self.store.add_decisions, batch)
-            await self._io(self.store.update_decision, record)
-        elif self._batch is not None:
-            self._batch.append(record)
-        else:
-            await self._io(self.store.add_decision, record)
-        self.emit(
-            DecisionEvent(
-                ts=self.clock.now(),
-                level=level,  # type: ignore[arg-type]
-                message=record.message,
-                code=record.status,
-                record=record,
-                expires_at=expires_at,
-            )
-        )
 
     async def _execute(self, record: DecisionRecord, update: bool = False) -> tuple[str, str, str | None]:
         review = record.review
@@ -782,28 +629,24 @@ class Engine:
         if review.verdict is Verdict.CONVERTED:
             message = f"{message} ({review.summary()})"
         level = "error" if status == "FAILED" else "info"
-        await self._record(record.model_copy(update={"status": status, "message": message, "intent_id": intent_id}), level, update=update)
+        await self.decisions.record(
+            record.model_copy(update={"status": DecisionStatus(status), "message": message, "intent_id": intent_id}),
+            level, update=update)
         self._arm_exits()
         await self.publish_account()
         return status, message, intent_id
 
-    def _unqueue(self, decision_id: str) -> Pending | None:
-        """Take a decision off the approval queue, with its expiry timer."""
-        self.timers.cancel(f"expiry:{decision_id}")
-        return self.pending.pop(decision_id, None)
-
     async def expire_pending(self) -> None:
-        """Expire every pending decision whose time is up (each also has its own timer)."""
-        now = self.clock.now()
-        for did, p in list(self.pending.items()):
-            if now >= p.expires_at:
-                self._unqueue(did)
-                d = p.record.decision
-                await self._record(
-                    p.record.model_copy(update={"status": "EXPIRED", "message": f"{d.symbol} {d.action.value} EXPIRED without approval"}),
-                    "warning",
-                    update=True,
-                )
+        """Expire every pending decision whose time is up (each has its own timer)."""
+        for p in self.pending.due(self.clock.now()):
+            self.pending.remove(p.record.decision.decision_id)
+            d = p.record.decision
+            await self.decisions.record(
+                p.record.model_copy(update={"status": DecisionStatus.EXPIRED,
+                                            "message": f"{d.symbol} {d.action.value} EXPIRED without approval"}),
+                "warning",
+                update=True,
+            )
 
     # --- commands ---------------------------------------------------------------
 
@@ -836,20 +679,21 @@ class Engine:
             await self.expire_pending()
             self._log("warning", f"{d.symbol} {d.action.value} has expired and cannot be approved", "EXPIRED")
             return CommandResult.refused(f"{d.symbol} {d.action.value} expired: cannot be approved")
-        self._unqueue(decision_id)
+        self.pending.remove(decision_id)
         # The guardrails are checked again now: the market and the account have moved.
         try:
             snap = await self._io(self._snapshot, [d.symbol])
         except VenueError as e:
-            rec = p.record.model_copy(update={"status": "FAILED", "message": f"{d.symbol} approve failed: {e}"})
-            await self._record(rec, "error", update=True)
+            rec = p.record.model_copy(update={"status": DecisionStatus.FAILED, "message": f"{d.symbol} approve failed: {e}"})
+            await self.decisions.record(rec, "error", update=True)
             return CommandResult.failed(rec.message)
         review = guardrails.review(d, self._context(snap), self.settings)
         rec = p.record.model_copy(update={"review": review, "inputs": snap.symbols.get(d.symbol)})
         if not review.actionable:
             text = "; ".join(review.detail) or review.summary()
-            rec = rec.model_copy(update={"status": "BLOCKED", "message": f"{d.symbol} {d.action.value} approved but BLOCKED now: {text}"})
-            await self._record(rec, "warning", update=True)
+            rec = rec.model_copy(update={"status": DecisionStatus.BLOCKED,
+                                         "message": f"{d.symbol} {d.action.value} approved but BLOCKED now: {text}"})
+            await self.decisions.record(rec, "warning", update=True)
             return CommandResult.refused(rec.message)
         self._log("info", f"{d.symbol} {d.action.value} approved by operator", "APPROVED")
         status, message, intent_id = await self._execute(rec, update=True)
@@ -858,12 +702,13 @@ class Engine:
         return CommandResult.done(f"{d.symbol} {d.action.value} approved: {message}", intent_id)
 
     async def reject(self, decision_id: str) -> CommandResult:
-        p = self._unqueue(decision_id)
+        p = self.pending.remove(decision_id)
         if p is None:
             return CommandResult.refused(f"decision {decision_id} is not pending")
         d = p.record.decision
-        rec = p.record.model_copy(update={"status": "REJECTED", "message": f"{d.symbol} {d.action.value} REJECTED by operator"})
-        await self._record(rec, "info", update=True)
+        rec = p.record.model_copy(update={"status": DecisionStatus.REJECTED,
+                                          "message": f"{d.symbol} {d.action.value} REJECTED by operator"})
+        await self.decisions.record(rec, "info", update=True)
         return CommandResult.done(rec.message)
 
     async def force_close(self, symbol: str) -> CommandResult:

@@ -13,9 +13,11 @@ the candles seen rather than re-seeded on a sliding window.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
 
 from engine.models import Kline, SymbolFeatures, Ticker
+from engine.venues.base import AuthError, Venue, VenueError
 
 # (start, open, high, low, close, volume): a closed candle
 Row = tuple[float, float, float, float, float, float]
@@ -26,6 +28,7 @@ KEEP_15M = 100
 # What a cold start reads from the venue: the deciders want 100 × 15m of history.
 LOAD = {1: KEEP_1M, 5: KEEP_5M, 15: KEEP_15M}
 FLAT_PCT = 0.02  # a fast EMA within this many percent of the slow one is no trend
+MINUTE = 60
 
 
 class Ema:
@@ -245,3 +248,91 @@ def _row(k: Kline) -> Row:
 def _closed(klines: Sequence[Kline]) -> Sequence[Kline]:
     # The newest candle is still forming; signals use closed candles only.
     return klines[:-1] if len(klines) > 1 else klines
+
+
+class Markets:
+    """Every symbol's SymbolMarket, kept from the venue: tickers in one request where the
+    venue can, 1m candles fetched only once one has closed (the whole history on the
+    first look or after a long absence). A symbol whose data fails or goes stale (no
+    closed candle for a few minutes: an outage, a gap in a replay's files) is left out,
+    said once, and said again when it is back."""
+
+    STALE_CANDLES = 3  # closed 1m candles missing before a symbol's data counts as stale
+    REFETCH_MAX = 1000  # 1m candles missed beyond this reload the symbol's market whole
+
+    def __init__(self, venue: Venue, say: Callable[[str, str, str], None]) -> None:
+        self.venue = venue
+        self.say = say  # (level, message, code)
+        self.symbols: dict[str, SymbolMarket] = {}
+        self._failed: set[str] = set()
+
+    def __getitem__(self, symbol: str) -> SymbolMarket:
+        return self.symbols[symbol]
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self.symbols
+
+    def features(self, symbols: list[str], now: float) -> dict[str, SymbolFeatures]:
+        """Features of every symbol whose market data answered; raises VenueError when none did."""
+        tickers = self._tickers(symbols)
+        feats = {}
+        for sym in symbols:
+            ticker = tickers.get(sym)
+            if ticker is None:
+                continue
+            try:
+                m = self._market(sym, now)
+            except VenueError as e:
+                if isinstance(e, AuthError):
+                    raise
+                self._failure(sym, str(e))
+                continue
+            last = m.last_1m
+            if last is not None and now - last > (self.STALE_CANDLES + 1) * MINUTE:
+                self._failure(sym, f"no closed 1m candle since {_hm(last + MINUTE)} UTC")
+                continue
+            feats[sym] = m.features(ticker)
+            if sym in self._failed:
+                self._failed.discard(sym)
+                self.say("info", f"{sym}: market data is back", "MARKET_DATA")
+        if not feats:
+            raise VenueError("no market data for any symbol")
+        return feats
+
+    def _tickers(self, symbols: list[str]) -> dict[str, Ticker]:
+        bulk = getattr(self.venue, "tickers", None)
+        if bulk is not None:
+            return bulk(symbols)
+        out = {}
+        for sym in symbols:
+            try:
+                out[sym] = self.venue.ticker(sym)
+            except VenueError as e:
+                if isinstance(e, AuthError):
+                    raise
+                self._failure(sym, str(e))
+        return out
+
+    def _market(self, symbol: str, now: float) -> SymbolMarket:
+        m = self.symbols.get(symbol)
+        last_closed = now - now % MINUTE - MINUTE  # start of the newest 1m candle that has closed
+        if m is None or m.last_1m is None or last_closed - m.last_1m > self.REFETCH_MAX * MINUTE:
+            v = self.venue
+            m = SymbolMarket.from_klines(symbol, v.klines(symbol, 1, LOAD[1]), v.klines(symbol, 5, LOAD[5]),
+                                         v.klines(symbol, 15, LOAD[15]))
+            self.symbols[symbol] = m
+        elif last_closed > m.last_1m:
+            missing = int((last_closed - m.last_1m) // MINUTE)
+            rows = self.venue.klines(symbol, 1, missing + 2)  # the forming one, and one to overlap
+            m.add_1m((k.start, k.open, k.high, k.low, k.close, k.volume) for k in rows[:-1])
+        return m
+
+    def _failure(self, symbol: str, why: str) -> None:
+        if symbol not in self._failed:
+            self._failed.add(symbol)
+            self.say("warning", f"{symbol}: market data unavailable ({why}); no decision for it until it is back",
+                     "MARKET_DATA")
+
+
+def _hm(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M")

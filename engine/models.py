@@ -313,12 +313,38 @@ class EntryBlock(Model):
     until: float | None = None
 
 
+class DecisionStatus(StrEnum):
+    """What became of a decision. The LLM_* and BUDGET_SPENT ones are answers the engine
+    would not trade on (the AI decider's InvalidDecision codes), kept as a HOLD."""
+
+    PROPOSED = "PROPOSED"  # APPROVE mode with nobody attached to approve it: logged only
+    PENDING = "PENDING"  # waiting for the operator
+    EXECUTING = "EXECUTING"  # sent, its outcome being looked up
+    EXECUTED = "EXECUTED"
+    BLOCKED = "BLOCKED"  # by a guardrail
+    HOLD = "HOLD"
+    REJECTED = "REJECTED"  # by the operator
+    EXPIRED = "EXPIRED"  # not approved in time, replaced, or left by a restart
+    FAILED = "FAILED"
+    LLM_INVALID = "LLM_INVALID"
+    LLM_REFUSAL = "LLM_REFUSAL"
+    LLM_TIMEOUT = "LLM_TIMEOUT"
+    LLM_UNAVAILABLE = "LLM_UNAVAILABLE"
+    LLM_AUTH = "LLM_AUTH"
+    BUDGET_SPENT = "BUDGET_SPENT"
+
+    @property
+    def unusable(self) -> bool:
+        """An answer the engine would not trade on."""
+        return self.startswith("LLM_") or self is DecisionStatus.BUDGET_SPENT
+
+
 class DecisionRecord(Model):
     """A decision and what became of it: the history the console and the audit show."""
 
     decision: Decision
     review: Review | None = None
-    status: str  # PROPOSED, PENDING, EXECUTED, BLOCKED, HOLD, REJECTED, EXPIRED, FAILED, INVALID
+    status: DecisionStatus
     message: str = ""
     recorded_at: float
     intent_id: str | None = None

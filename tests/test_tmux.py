@@ -99,8 +99,14 @@ def test_an_operator_approves_force_closes_and_quits_in_tmux(tmp_path):
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "XDG_DATA_HOME": str(tmp_path / "data"),
         "SCALPDESK_STATE_DIR": str(state),
-        "SCALPDESK_DECISION_INTERVAL_SEC": "5",
-        "SCALPDESK_MONITOR_INTERVAL_SEC": "2",
+        # The market and the engine's clock at 60x (the market's look depends on the hour,
+        # so the test sweeps through it rather than betting on one moment): a cycle every
+        # 5 market minutes (5 wall seconds), approvals and cooldowns long enough for a person.
+        "SCALPDESK_SIM_SPEED": "60",
+        "SCALPDESK_DECISION_INTERVAL_SEC": "300",
+        "SCALPDESK_MONITOR_INTERVAL_SEC": "60",
+        "SCALPDESK_APPROVAL_TIMEOUT_SEC": "3600",
+        "COOLDOWN_MINUTES": "120",
         "TERM": "xterm-256color",
         "COLORTERM": "truecolor",
         "LANG": "C.UTF-8",
