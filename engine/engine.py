@@ -33,7 +33,6 @@ from engine.events import (
     BaseEvent,
     BlocksUpdated,
     CooldownStarted,
-    DecisionEvent,
     EngineState,
     LogEvent,
     MarketUpdated,

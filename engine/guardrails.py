@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from engine.config import Settings
+from engine.units import floor_to_step, round_to_tick
 from engine.models import (
     Action,
     Balance,
@@ -60,21 +60,6 @@ class ReviewContext:
     # symbol -> an order of ours whose outcome is not known yet (it may still land),
     # as a line for the operator; no entry of that symbol, either side, meanwhile.
     in_flight: dict[str, str] = field(default_factory=dict)
-
-
-def floor_to_step(value: float, step: float) -> float:
-    """Round down to a multiple of step, exactly (no 0.30000000000000004)."""
-    if step <= 0:
-        return value
-    s = Decimal(str(step))
-    return float((Decimal(str(value)) / s).to_integral_value(ROUND_FLOOR) * s)
-
-
-def round_to_tick(value: float, tick: float) -> float:
-    if tick <= 0:
-        return value
-    t = Decimal(str(tick))
-    return float((Decimal(str(value)) / t).to_integral_value(ROUND_HALF_UP) * t)
 
 
 def _clamp(

@@ -15,7 +15,7 @@ from engine.clock import Clock
 from engine.config import Settings
 from engine.events import LogEvent, PositionsUpdated
 from engine.executor import Emit, Executor
-from engine.guardrails import round_to_tick
+from engine.units import round_to_tick, same_qty
 from engine.models import CloseReason, IntentStatus, PositionMeta, VenuePosition
 from engine.store import StateStore
 from engine.venues.base import AuthError, Venue, VenueError
@@ -60,9 +60,9 @@ class Monitor:
             metas = {m.symbol: m for m in self.store.positions()}
             for sym in sorted(set(metas) | set(positions)):
                 meta, pos = metas.get(sym), positions.get(sym)
-                if meta is not None and pos is not None and pos.side == meta.side and not _differs(pos.size, meta.qty):
+                if meta is not None and pos is not None and pos.side == meta.side and same_qty(pos.size, meta.qty):
                     continue
-                done = self.executor.reconcile(sym, pos)
+                done = self.executor.book.reconcile(sym, pos)
                 if done == "closed":
                     report.venue_closes.append(sym)
                     if pos is not None and self.store.get_position(sym) is not None:
@@ -160,6 +160,3 @@ class Monitor:
         )
         return True
 
-
-def _differs(a: float, b: float) -> bool:
-    return abs(a - b) > 1e-9 * max(1.0, abs(a), abs(b))

@@ -15,6 +15,13 @@ from datetime import UTC, datetime
 
 from engine.config import Settings
 from engine.models import MarketSnapshot, PositionMeta, SymbolFeatures
+from engine.units import duration
+
+
+
+def _dur(sec: float) -> str:
+    return duration(sec, seconds_past_an_hour=False)
+
 
 # Bump when the wording changes: stored audits carry it next to the prompt hash.
 PROMPT_VERSION = "scalp-v1"
@@ -103,17 +110,6 @@ def _num(x: float) -> str:
     if not math.isfinite(x):
         return "nan"
     return f"{x:.6g}" if 1e-4 <= abs(x) < 1e9 else f"{x:.3e}" if x else "0"
-
-
-def _dur(sec: float) -> str:
-    sec = max(0, int(round(sec)))
-    h, rem = divmod(sec, 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{h}h{m:02d}m"
-    if m:
-        return f"{m}m{s:02d}s"
-    return f"{s}s"
 
 
 def _trend(f: SymbolFeatures) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
+from engine.units import floor_step_text, plain, round_tick_text
 from engine.models import (
     ClosedTrade,
     CloseReason,
@@ -56,27 +57,13 @@ def opt(value: Any) -> float | None:
     return x if x else None
 
 
-def floor_step(value: float, step: float) -> str:
-    """value rounded down to a multiple of step, as the exact string Bybit wants."""
-    s = Decimal(str(step))
-    q = (Decimal(str(value)) / s).to_integral_value(ROUND_FLOOR) * s
-    return _plain(q)
-
-
-def round_tick(value: float, tick: float) -> str:
-    t = Decimal(str(tick))
-    q = (Decimal(str(value)) / t).to_integral_value(ROUND_HALF_UP) * t
-    return _plain(q)
-
-
-def _plain(d: Decimal) -> str:
-    text = format(d, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+floor_step = floor_step_text  # the exact strings Bybit wants (engine.units)
+round_tick = round_tick_text
 
 
 def number(value: float) -> str:
     """A float as a short decimal string (no exponent, no float dust)."""
-    return _plain(Decimal(repr(value)))
+    return plain(Decimal(repr(value)))
 
 
 def instrument(row: dict[str, Any]) -> Instrument:

@@ -22,7 +22,6 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Protocol
 
 from engine.clock import Clock
@@ -40,7 +39,8 @@ from engine.models import (
     Ticker,
     VenuePosition,
 )
-from engine.venues.base import OrderRejected, VenueError
+from engine.units import on_step, round_to_tick
+from engine.venues.base import OrderRejected
 from engine.venues.feed import Feed
 from engine.venues.simfeed import TICK_BUFFER_SEC
 
@@ -181,17 +181,6 @@ class _Position:
             if self.take_profit is not None and s * (p - self.take_profit) >= 0:
                 return t, self.take_profit, CloseReason.TAKE_PROFIT
         return None
-
-
-def _is_multiple(qty: float, step: float) -> bool:
-    n = qty / step
-    return abs(n - round(n)) < 1e-6
-
-
-def _snap(x: float, step: float) -> float:
-    """x rounded to a multiple of step, without float dust (0.30000000000000004)."""
-    decimals = max(0, -int(Decimal(str(step)).as_tuple().exponent))
-    return round(round(x / step) * step, decimals)
 
 
 class PaperVenue:
@@ -356,7 +345,7 @@ class PaperVenue:
         self._wallet += gross - fee
         net = gross - fee - open_fee
         pos.open_fee -= open_fee
-        pos.size = _snap(pos.size - qty, step)
+        pos.size = round_to_tick(pos.size - qty, step)
         if pos.size <= 0:
             del self._positions[pos.symbol]
         self._closed.append(
@@ -385,7 +374,7 @@ class PaperVenue:
         return self._instruments.get(symbol) or default_instrument(symbol)
 
     def _round_tick(self, symbol: str, price: float) -> float:
-        return _snap(price, self._instrument(symbol).tick_size)
+        return round_to_tick(price, self._instrument(symbol).tick_size)
 
     def _slipped(self, price: float, side: Side, *, closing: bool) -> float:
         """Adverse slippage: buys fill higher, sells lower."""
@@ -474,11 +463,11 @@ class PaperVenue:
             raise OrderRejected("OrderLinkedID is duplicate", code=110072)
         inst = self._instrument(sym)
         qty = order.qty
-        if qty <= 0 or not _is_multiple(qty, inst.qty_step):
+        if qty <= 0 or not on_step(qty, inst.qty_step):
             raise OrderRejected(f"Qty invalid: {qty} is not a multiple of qtyStep {inst.qty_step}", code=10001)
         if qty < inst.min_qty - 1e-12:
             raise OrderRejected(f"Qty invalid: {qty} below minOrderQty {inst.min_qty}", code=10001)
-        qty = _snap(qty, inst.qty_step)
+        qty = round_to_tick(qty, inst.qty_step)
         side: Side = "long" if order.side == "Buy" else "short"
         pos = self._positions.get(sym)
         last = self.feed.price(sym)
@@ -498,7 +487,7 @@ class PaperVenue:
         # The next available price: now on a tick feed, the next candle's open on candles.
         price = self._round_tick(sym, self._slipped(self.feed.fill_price(sym), side, closing=False))
         close_qty = min(qty, pos.size) if pos is not None and pos.side != side else 0.0
-        open_qty = _snap(qty - close_qty, inst.qty_step)
+        open_qty = round_to_tick(qty - close_qty, inst.qty_step)
         leverage = self._leverage.get(sym, DEFAULT_LEVERAGE)
         if open_qty > 0:
             self._check_tpsl(side, price, order.take_profit, order.stop_loss)
@@ -528,7 +517,7 @@ class PaperVenue:
                 cur = _Position(sym, side, open_qty, price, leverage, fee, since=self.feed.now)
                 self._positions[sym] = cur
             else:  # same direction: add at the average entry
-                size = _snap(cur.size + open_qty, inst.qty_step)
+                size = round_to_tick(cur.size + open_qty, inst.qty_step)
                 cur.entry = (cur.entry * cur.size + price * open_qty) / size
                 cur.size = size
                 cur.open_fee += fee
