@@ -37,7 +37,6 @@ from engine.events import (
     LogEvent,
     MarketUpdated,
     PositionClosed,
-    UsageUpdated,
 )
 from engine.decision_log import DecisionLog
 from engine.executor import Executor
@@ -513,12 +512,11 @@ class Engine:
                 return
             for err in result.errors:
                 self._log("warning", f"decider: {err}", "DECIDER")
-            usage = result.audit.get("usage")
-            if isinstance(usage, dict):
-                self.emit(UsageUpdated(ts=self.clock.now(), level="debug", code="USAGE", **usage))
-            if result.audit.get("degraded"):
+            if result.usage is not None:
+                self.emit(result.usage.model_copy(update={"ts": self.clock.now()}))
+            if result.degraded:
                 self._decider_down = True
-                self._degrade(f"decider {self.decider.name}: {result.audit['degraded']}")
+                self._degrade(f"decider {self.decider.name}: {result.degraded}")
             async with self.decisions.cycle():
                 for inv in result.invalid:
                     await self._record_invalid(inv, self._audit_for(inv.symbol, result.audit), snap)

@@ -11,18 +11,10 @@ import time
 import pytest
 
 from engine.config import load_settings
-from engine.deciders.openai import (
-    BUDGET_SPENT,
-    LLM_AUTH,
-    LLM_INVALID,
-    LLM_TIMEOUT,
-    LLM_UNAVAILABLE,
-    RATIONALE_CONTRADICTS_ACTION,
-    OpenAIDecider,
-    extract_json,
-    rationale_contradicts,
-    rationale_instructs,
-)
+from engine.deciders.answers import extract_json
+from engine.deciders.base import BUDGET_SPENT, LLM_AUTH, LLM_INVALID, LLM_TIMEOUT, LLM_UNAVAILABLE
+from engine.deciders.openai import OpenAIDecider
+from engine.deciders.screening import RATIONALE_CONTRADICTS_ACTION, rationale_contradicts, rationale_instructs
 from engine.deciders.prompt import prompt_hash
 from engine.deciders.usage import USAGE_FILE
 from engine.events import UsageUpdated
@@ -140,6 +132,8 @@ async def test_audit_has_model_latency_tokens_hash_parsed_and_verdicts(fake, tmp
     json.dumps(a, allow_nan=False)  # stored as is
 
     usage = UsageUpdated(ts=T0, **a["usage"])  # exactly the event's fields
+    skip = {"ts", "level", "code"}
+    assert r.usage is not None and r.usage.model_dump(exclude=skip) == usage.model_dump(exclude=skip)
     assert usage.model == "gpt-test-mini"
     assert (usage.cycle_input_tokens, usage.cycle_output_tokens) == (1000, 100)
     assert usage.cycle_cost_usd == pytest.approx((1000 * 2.0 + 100 * 8.0) / 1e6)
@@ -154,7 +148,7 @@ async def test_audit_has_model_latency_tokens_hash_parsed_and_verdicts(fake, tmp
 
 async def test_the_client_does_not_use_the_sdk_defaults(fake, tmp_path):
     d = make(fake, tmp_path, llm_timeout_sec=7)
-    client = d.client()
+    client = d.llm.client()
     assert client.max_retries == 0  # our retries, inside the cycle's time
     assert client.timeout.read == 7 and client.timeout.connect == 5
     assert str(client.base_url).startswith(fake.base_url)
@@ -489,7 +483,7 @@ async def test_401_degrades_once_and_stops_asking_until_the_key_changes(fake, tm
     r = await d.decide(snap())
     assert len(fake.requests) == 1  # no retry loop
     assert codes(r) == [(LLM_AUTH, None)] and "refused the API key (401)" in r.invalid[0].message
-    assert "401" in r.audit["degraded"]
+    assert "401" in r.audit["degraded"] and r.degraded == r.audit["degraded"]  # typed: what the engine acts on
     again = await d.decide(snap(T0 + 60))
     assert len(fake.requests) == 1 and codes(again) == [(LLM_AUTH, None)] and again.audit["degraded"]
     assert "restart or set a new OPENAI_API_KEY" in again.invalid[0].message

@@ -12,7 +12,8 @@ import json
 import pytest
 
 from engine.config import load_settings
-from engine.deciders.openai import LLM_AUTH, LLM_INVALID, LLM_TIMEOUT, OpenAIDecider, build_openai_decider
+from engine.deciders.base import LLM_AUTH, LLM_INVALID, LLM_TIMEOUT
+from engine.deciders.openai import OpenAIDecider, build_openai_decider
 from engine.events import DecisionEvent, UsageUpdated, to_json
 from engine.factory import build_decider
 from engine.config import SettingsError
