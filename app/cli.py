@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_headless(settings, verbose=args.verbose, run_for=args.run_for))
         from app.console import run_console
 
-        return run_console(settings)
+        return run_console(settings, argv)
     except (SettingsError, StoreError) as e:
         print(f"scalpdesk: {e}", file=sys.stderr)
         return 2

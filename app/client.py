@@ -158,10 +158,11 @@ class EngineLink:
     link's state to `on_status(attached, detail)`, and back again after the engine returns."""
 
     def __init__(self, path: Path, on_event: Callable[[BaseEvent, bool], None],
-                 on_status: Callable[[bool, str], None]) -> None:
+                 on_status: Callable[[bool, str], None], on_replayed: Callable[[], None] | None = None) -> None:
         self.path = Path(path)
         self.on_event = on_event
         self.on_status = on_status
+        self.on_replayed = on_replayed
         self.clock = RemoteClock(None)
         self.attached = False
         self.seq = 0  # the engine's count of events, as far as this console has seen them
@@ -194,6 +195,8 @@ class EngineLink:
                     self.seq = max(self.seq, msg.seq)
                     if isinstance(msg, EventMessage):
                         self.on_event(msg.event, msg.replay)
+                    elif self.on_replayed is not None:
+                        self.on_replayed()
             except EngineGone as e:
                 self._set(False, str(e))
             finally:

@@ -1,10 +1,15 @@
 """ScalpDeskApp: the console a trader lives in over SSH.
 
-The app composes the panels, binds the keys, turns engine events (from any thread)
-into messages, and runs every engine command as a worker so a key never waits on
-the venue or the AI: the key shows its effect at once, the result arrives later as
-an event. One timer ticks every countdown from the engine's clock, so a ManualClock
-makes every frame deterministic.
+The console is a client of the engine of its state directory: it attaches to the
+engine's socket (app.client), gets the desk as it is, then every event, and sends the
+operator's commands; it has no engine in its process and never calls a venue. The
+engine owns every timer (time exits, expiries, cycles): the console only shows their
+countdowns, on the engine's market clock. When the engine goes away the console says
+so at once, keeps its last picture greyed, and reattaches when the engine is back.
+
+The app composes the panels, binds the keys, and runs every command as a worker so a
+key never waits on the engine: the key shows its effect at once, the result arrives
+later as an event. One timer ticks every countdown.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from textual import on
@@ -25,8 +30,10 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Footer, Tab, Tabs
 
-from app.messages import EngineEvent
+from app.client import EngineLink
+from app.messages import EngineEvent, LinkStatus
 from app.screens import (
+    ChoiceScreen,
     ConfirmScreen,
     DecisionScreen,
     HelpScreen,
@@ -36,9 +43,20 @@ from app.screens import (
     StatisticsScreen,
     binding_rows,
 )
-from engine.commands import Approve, CloseAll, Command, CommandResult, ForceClose, Pause, Reject, RunCycle, SetMode
+from engine.clock import Clock
+from engine.commands import (
+    Approve,
+    CloseAll,
+    Command,
+    CommandResult,
+    ForceClose,
+    Pause,
+    Reject,
+    RunCycle,
+    SetMode,
+    Shutdown,
+)
 from engine.config import Settings
-from engine.engine import Engine
 from engine.events import (
     AccountUpdated,
     BaseEvent,
@@ -53,7 +71,7 @@ from engine.events import (
     PositionsUpdated,
     UsageUpdated,
 )
-from engine.models import SymbolFeatures
+from engine.models import DecisionStatus
 from widgets import format as fmt
 from widgets.cooldowns import CooldownsPanel
 from widgets.decisions import DecisionsPanel, HistoryTable, PendingTable
@@ -79,7 +97,6 @@ PANELS = ("decisions", "positions", "cooldowns", "log", "market")
 PANEL_TITLES = {"decisions": "Decisions", "positions": "Positions", "cooldowns": "Cooldowns", "log": "Log",
                 "market": "Market"}
 TICK_SEC = 0.5  # countdowns show whole seconds; half a second keeps them from skipping one
-MAX_INPUTS = 500  # decisions whose market inputs the console remembers for the detail screen
 APPROVAL_TOAST_SEC = 8.0
 SEVERITY = {"info": "information", "warning": "warning", "error": "error"}  # a result's level as a toast
 TRADING_ACTIONS = {"mode", "pause", "run_cycle", "close_all", "help", "panel", "quit", "journal", "statistics"}
@@ -113,22 +130,28 @@ class ScalpDeskApp(App[int]):
         Binding("s", "statistics", "Stats", tooltip="Statistics: today, 7 days, 30 days, all; expectations, equity curve"),
     ]
 
-    def __init__(self, engine: Engine, *, schedule: bool = True, freeze_gc: bool = False) -> None:
+    def __init__(self, socket: Path, settings: Settings, *, clock: Clock | None = None, freeze_gc: bool = False,
+                 prepare: Callable[[], Awaitable[object]] | None = None) -> None:
+        """socket: the engine's; settings: this console's (the state directory, the journal's
+        start equity); clock: the engine's market clock when it is in this process (tests),
+        else followed from the engine's hello; prepare: awaited before attaching (tests
+        start their engine's socket in the app's own loop)."""
         super().__init__()
-        self.engine = engine
-        self.schedule = schedule
+        self.settings = settings
         self.freeze_gc = freeze_gc
-        self.inputs: OrderedDict[str, SymbolFeatures] = OrderedDict()
-        self.started = asyncio.Event()
-        self.stopped = False
+        self.link = EngineLink(socket, self._from_engine, self._link_status, on_replayed=self._replayed)
+        self._clock = clock
+        self._prepare = prepare
+        self.started = asyncio.Event()  # attached, and the engine's picture is in
         self.bells = 0
         self.current_panel = "decisions"
-        self._exit_requested: set[str] = set()  # symbols whose due time exit was handed to the monitor
-        self._expiry_requested: set[str] = set()  # pending decisions whose expiry was handed to the engine
-        self._degraded = engine.degraded
+        # The engine as its events tell it.
+        self.mode, self.venue, self.paused, self.degraded = settings.mode, settings.venue, False, ""
+        self.next_cycle_at: float | None = None
+        self._replaying: set[str] = set()  # decisions shown PENDING by the picture being replayed
         self._approval_toast_at = -APPROVAL_TOAST_SEC
         self._gc = GcPolicy()
-        self.journal = JournalCache(engine.settings.state_dir)  # what j and s read, kept between reads
+        self.journal = JournalCache(settings.state_dir)  # what j and s read, kept between reads
 
     # --- layout ----------------------------------------------------------------
 
@@ -152,7 +175,8 @@ class ScalpDeskApp(App[int]):
         }
         yield self.status
         yield self.tab_bar
-        with Container(id="body"):
+        self.body = Container(id="body")
+        with self.body:
             yield self.market  # the top row when every panel shows
             yield self.decisions
             yield self.cooldowns
@@ -161,75 +185,61 @@ class ScalpDeskApp(App[int]):
         yield Footer(compact=True)
 
     @property
-    def clock(self):
-        return self.engine.clock
+    def clock(self) -> Clock:
+        """The engine's market clock (--speed N included)."""
+        return self._clock if self._clock is not None else self.link.clock
 
     def on_mount(self) -> None:
-        e = self.engine
-        status = self.status
-        status.mode = e.mode
-        status.venue = e.venue.name
-        status.paused = e.paused
-        status.degraded = e.degraded
-        self._subscribe()
+        self.status.mode, self.status.venue = self.mode, self.venue
         self.set_interval(TICK_SEC, self._tick)
         self._tick()
         self.decisions.pending.focus()
-        self.run_worker(self._load_history(), name="history", exit_on_error=False)
-        self.run_worker(self._start_engine(), name="engine-start", exit_on_error=False)
+        self.run_worker(self._attach(), name="engine-link", exit_on_error=False)
 
-    def _subscribe(self) -> None:
-        """Listen to the engine, with what it said before the console attached."""
-        # Taking the engine's emit lock makes "copy what was said, then listen" atomic
-        # (no event lost or doubled). Engine wish: subscribe(fn, replay=True).
-        with self.engine._emit_lock:
-            earlier = list(self.engine.recent)
-            self.engine.subscribe(self._from_engine)
-        for event in earlier:
-            self.post_message(EngineEvent(event))
+    async def _attach(self) -> None:
+        if self._prepare is not None:
+            await self._prepare()
+        await self.link.run()
 
-    def _from_engine(self, event: BaseEvent) -> None:
-        """Called by the engine in whatever thread emitted: capture, then post."""
-        inputs = None
-        if isinstance(event, DecisionEvent):
-            snap = self.engine.last_snapshot
-            d = event.record.decision
-            if snap is not None and snap.ts == d.created_at:
-                inputs = snap.symbols.get(d.symbol)
-        self.post_message(EngineEvent(event, inputs))
+    # --- the engine's socket: called in the app's loop by the link -------------------
 
-    async def _start_engine(self) -> None:
-        try:
-            await self.engine.start(schedule=self.schedule)
-        except Exception as e:  # noqa: BLE001 - show it; the console stays up for the operator
-            log.exception("engine start failed")
-            self.notify(f"The engine did not start: {type(e).__name__}: {e}", severity="error", timeout=30)
-        finally:
-            self.started.set()
-        if self.freeze_gc:
-            self.call_after_refresh(self._gc.tick, time.monotonic())
+    def _from_engine(self, event: BaseEvent, replayed: bool) -> None:
+        self.post_message(EngineEvent(event, replayed))
 
-    async def _load_history(self) -> None:
-        """Recent decisions and live cooldowns from the state files (read in a thread)."""
-        store = self.engine.store
+    def _link_status(self, attached: bool, detail: str) -> None:
+        self.post_message(LinkStatus(attached, detail))
 
-        def read():
-            return store.decisions(limit=100), store.cooldowns()
+    def _replayed(self) -> None:
+        self.post_message(LinkStatus(True, "", replayed=True))
 
-        try:
-            records, cooldowns = await asyncio.to_thread(read)
-        except Exception as e:  # noqa: BLE001
-            self.notify(f"History not loaded: {e}", severity="warning")
+    def on_link_status(self, message: LinkStatus) -> None:
+        if not self._alive():
             return
-        now = self.clock.now()
-        for rec in reversed(records):
-            self.market.decision(rec, from_store=True)
-            if rec.decision.decision_id not in self.engine.pending:
-                self.decisions.decision(rec, None, now, from_store=True)
-        for c in cooldowns:
-            if c.symbol not in self.cooldowns.cooldowns:
-                self.cooldowns.started(c, now)
-        self._counts()
+        if message.replayed:
+            # Pending rows the engine's picture does not have are gone (handled elsewhere,
+            # or expired while this console was away).
+            self.decisions.keep_pending(self._replaying)
+            self._replaying = set()
+            self._counts()
+            self.started.set()
+            if self.freeze_gc:
+                self.call_after_refresh(self._gc.tick, time.monotonic())
+            return
+        was = not self.status.detached
+        if message.attached or was:  # while away, the cause stays said (not each failed retry)
+            self.status.detached = "" if message.attached else message.detail
+        self.body.set_class(not message.attached, "-detached")
+        if message.attached:
+            self._replaying = set()
+            if not was:
+                self.notify("Attached to the engine again: the desk is live.", title="ENGINE BACK", timeout=6)
+        elif self.link.refused:
+            self.notify(message.detail, title="ENGINE REFUSED", severity="error", timeout=60)
+            self.started.set()
+        elif was and self.started.is_set():
+            self.ring()
+            self.notify(f"{message.detail}. The desk shows its last picture until the engine is back.",
+                        title="ENGINE GONE", severity="error", timeout=15)
 
     # --- engine events ---------------------------------------------------------
 
@@ -237,12 +247,14 @@ class ScalpDeskApp(App[int]):
         if not self._alive():
             return
         e = message.event
+        replayed = message.replayed
         now = self.clock.now()
         if isinstance(e, DecisionEvent):
-            self._decision(e, message.inputs, now)
+            if replayed and e.record.status is DecisionStatus.PENDING:
+                self._replaying.add(e.record.decision.decision_id)
+            self._decision(e, now, quiet=replayed)
         elif isinstance(e, PositionsUpdated):
             self.positions.show(e.positions, e.metas, now, e.closing)
-            self._exit_requested &= set(self.positions.positions)
         elif isinstance(e, PositionOpened):
             # Marks, PnL and liquidation price follow with the next PositionsUpdated.
             # Engine wish: publish the positions after an open, as after a force close.
@@ -253,7 +265,6 @@ class ScalpDeskApp(App[int]):
             self.market.entry_blocks(e.blocks, now)
         elif isinstance(e, PositionClosed):
             self.positions.remove(e.trade.symbol)
-            self._exit_requested.discard(e.trade.symbol)
             for screen in self.screen_stack:
                 if isinstance(screen, JournalScreen):
                     screen.add_trade(e.trade)
@@ -266,25 +277,22 @@ class ScalpDeskApp(App[int]):
             self.status.realised = e.realised_today
             self.status.trades = e.trades_today
         elif isinstance(e, EngineState):
-            self._state(e)
+            self._state(e, quiet=replayed)
         elif isinstance(e, UsageUpdated):
             budget = f"/{e.budget_usd:,.2f}" if e.budget_usd else ""
             self.status.usage = "budget spent" if e.stopped else f"${e.day_cost_usd:,.2f}{budget} today"
             self.status.usage_stopped = e.stopped
-        elif isinstance(e, LogEvent) and e.level == "error":
+        elif isinstance(e, LogEvent) and e.level == "error" and not replayed:
             self.notify(e.message, severity="error", timeout=10)
         self.log_panel.add(e)
         self._counts()
 
-    def _decision(self, e: DecisionEvent, inputs: SymbolFeatures | None, now: float) -> None:
+    def _decision(self, e: DecisionEvent, now: float, quiet: bool = False) -> None:
         record = e.record
-        did = record.decision.decision_id
-        if inputs is not None:
-            self.inputs[did] = inputs
-            while len(self.inputs) > MAX_INPUTS:
-                self.inputs.popitem(last=False)
         self.decisions.decision(record, e.expires_at, now)
         self.market.decision(record)
+        if quiet:  # the engine's picture at attach: shown, but not news
+            return
         d = record.decision
         if record.status == "PENDING":
             self.ring()
@@ -297,20 +305,22 @@ class ScalpDeskApp(App[int]):
                             title="Approval needed", severity="warning", timeout=APPROVAL_TOAST_SEC)
         elif record.status == "FAILED":
             self.notify(record.message, severity="error", timeout=10)
-        elif record.status == "EXECUTED" and self.engine.mode == "auto":
+        elif record.status == "EXECUTED" and self.mode == "auto":
             self.notify(record.message, title="AUTO")
 
-    def _state(self, e: EngineState) -> None:
+    def _state(self, e: EngineState, quiet: bool = False) -> None:
         fmt.set_ticks(e.ticks)
+        if e.degraded and e.degraded != self.degraded and not quiet:
+            self.ring()
+            self.notify(f"New entries stopped (exits keep running): {e.degraded}", title="DEGRADED",
+                        severity="error", timeout=30)
+        self.mode, self.venue, self.paused, self.degraded = e.mode, e.venue, e.paused, e.degraded
+        self.next_cycle_at = e.next_cycle_at
         s = self.status
         s.mode = e.mode
         s.venue = e.venue
         s.paused = e.paused
         s.degraded = e.degraded
-        if e.degraded and e.degraded != self._degraded:
-            self.ring()
-            self.notify(f"Trading stopped: {e.degraded}", title="DEGRADED", severity="error", timeout=30)
-        self._degraded = e.degraded
 
     def ring(self) -> None:
         """The terminal bell: for what needs the trader's eyes now."""
@@ -348,27 +358,16 @@ class ScalpDeskApp(App[int]):
             return
         now = self.clock.now()
         self.status.clock = f"{fmt.clock(now)} UTC"
-        nxt = self.engine.next_cycle_at
+        nxt = self.next_cycle_at
         self.status.next_cycle = fmt.countdown(nxt - now) if nxt is not None else "—"
         self.decisions.tick(now)
-        due = self.positions.tick(now)
+        self.positions.tick(now)
         self.cooldowns.tick(now)
         self.market.tick(now)
         self.log_panel.flush()
         self._counts()
         if self.freeze_gc:
             self._gc.tick(time.monotonic())
-        # A countdown at zero: hand the exit to the engine now rather than at its next pass.
-        due = [s for s in due if s not in self._exit_requested]
-        if due:
-            self._exit_requested.update(due)
-            self.run_worker(self.engine.run_monitor(), group="monitor", exit_on_error=False)
-        self._expiry_requested &= set(self.decisions.expires)
-        expired = [d for d in self.decisions.expires
-                   if self.decisions.seconds_left(d) <= 0 and d not in self._expiry_requested]
-        if expired:
-            self._expiry_requested.update(expired)
-            self.run_worker(self.engine.expire_pending(), group="expiry", exit_on_error=False)
 
     # --- commands ------------------------------------------------------------------
 
@@ -378,7 +377,7 @@ class ScalpDeskApp(App[int]):
 
         async def run() -> None:
             try:
-                answer: CommandResult | None = await self.engine.handle(command)
+                answer: CommandResult | None = await self.link.send(command)
             except Exception as e:  # noqa: BLE001 - report, never crash the console
                 log.exception("command %s failed", command.kind)
                 self.notify(f"{command.kind} failed: {type(e).__name__}: {e}", severity="error", timeout=10)
@@ -398,11 +397,11 @@ class ScalpDeskApp(App[int]):
         return True
 
     def action_mode(self) -> None:
-        if self.engine.mode == "auto":
+        if self.mode == "auto":
             self.command(SetMode(mode="approve"))  # the safe direction needs no confirmation
             self.status.mode = "approve"
             return
-        live = self.engine.venue.name == "live"
+        live = self.venue == "live"
         lines = ["The engine will execute every decision that passes the guardrails, without asking you."]
         if live:
             lines += ["", "This is the LIVE venue: real money."]
@@ -417,7 +416,7 @@ class ScalpDeskApp(App[int]):
                                        confirm="switch to AUTO"), answered)
 
     def action_pause(self) -> None:
-        paused = not self.engine.paused
+        paused = not self.paused
         self.status.paused = paused
         self.command(Pause(paused=paused))
 
@@ -457,13 +456,13 @@ class ScalpDeskApp(App[int]):
         self.push_screen(HelpScreen(self.help_sections()))
 
     def action_journal(self) -> None:
-        s = self.engine.settings
+        s = self.settings
         self.push_screen(JournalScreen(s.state_dir, start_equity=s.paper_equity,
                                        default_cooldown_sec=s.default_cooldown_sec, now=self.clock.now,
-                                       inputs=self.inputs, cache=self.journal))
+                                       cache=self.journal))
 
     def action_statistics(self) -> None:
-        s = self.engine.settings
+        s = self.settings
         self.push_screen(StatisticsScreen(s.state_dir, start_equity=s.paper_equity,
                                           default_cooldown_sec=s.default_cooldown_sec, now=self.clock.now,
                                           cache=self.journal))
@@ -471,41 +470,28 @@ class ScalpDeskApp(App[int]):
     def action_panel(self, panel: str) -> None:
         self.show_panel(panel, focus=True)
 
-    async def action_quit(self) -> None:
+    def action_quit(self) -> None:
         n_pos = len(self.positions.positions)
         n_pending = len(self.decisions.expires)
-        if not n_pos and not n_pending:
-            await self.shutdown()
-            return
-        lines = []
-        if n_pos:
-            lines += [f"{n_pos} position(s) stay OPEN on the venue, with their TP/SL.",
-                      "Time exits STOP while the console is down: nothing closes them at their time limit "
-                      "until scalpdesk runs again.",
-                      "(scalpdesk --headless keeps the exits running without the console.)"]
+        lines = ["The engine keeps running without this console: time exits, trailing stops, cooldowns "
+                 "and the decision cycles go on; `scalpdesk` attaches to it again, `scalpdesk stop` stops it."]
         if n_pending:
-            lines += (["" ] if lines else []) + [f"{n_pending} pending decision(s) will not be executed."]
+            lines += ["", f"{n_pending} decision(s) wait for approval: they expire unless a console approves them."]
+        if n_pos:
+            lines += ["", f"Stopping the engine too leaves {n_pos} position(s) OPEN on the venue with their "
+                          "TP/SL, and NOTHING closes them at their time limit until an engine runs again."]
+        choices = [("y", "quit the console (the engine goes on)", "quit"), ("S", "stop the engine too", "stop")]
 
-        def answered(ok: bool | None) -> None:
-            if ok:
-                self.run_worker(self.shutdown(), exit_on_error=False)
+        def answered(choice: str | None) -> None:
+            if choice == "quit":
+                self.exit(0)
+            elif choice == "stop":
+                self.command(Shutdown(), done=lambda result: self.exit(0) if result and result.ok else None)
 
-        self.push_screen(ConfirmScreen("Quit scalpdesk?", lines, confirm="quit"), answered)
-
-    async def shutdown(self) -> None:
-        await self._stop_engine()
-        self.exit(0)
-
-    async def _stop_engine(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            try:
-                await self.engine.stop()
-            except Exception:  # noqa: BLE001
-                log.exception("engine stop failed")
+        self.push_screen(ChoiceScreen("Quit the console?", lines, choices, danger=bool(n_pos)), answered)
 
     async def on_unmount(self) -> None:
-        await self._stop_engine()
+        await self.link.close()
 
     # --- messages from the panels ------------------------------------------------
 
@@ -525,9 +511,8 @@ class ScalpDeskApp(App[int]):
         self.command(Reject(decision_id=did), done=lambda _: self.decisions.answer_failed(did))
 
     def on_decisions_panel_details(self, msg: DecisionsPanel.Details) -> None:
-        did = msg.record.decision.decision_id
         left = None if msg.expires_at is None else msg.expires_at - self.clock.now()
-        self.push_screen(DecisionScreen(msg.record, self.inputs.get(did), left))
+        self.push_screen(DecisionScreen(msg.record, msg.record.inputs, left))
 
     def on_positions_table_force_close(self, msg: PositionsTable.ForceClose) -> None:
         sym = msg.symbol
@@ -647,14 +632,35 @@ class GcPolicy:
             self.thawed_at = now
 
 
-def run_console(settings: Settings) -> int:
-    """`scalpdesk`: build the engine, run the console, release the state files on exit."""
-    from engine.factory import build_engine
+def run_console(settings: Settings, argv: list[str] | None = None) -> int:
+    """`scalpdesk`: attach to the engine of the state directory, starting one in the
+    background (with this command's flags) when none runs; the engine outlives the console."""
+    from app.client import EngineClient, EngineGone, Refused
+    from app.serve import log_tail, socket_path, start_in_background, wait_for_socket
 
-    engine = build_engine(settings)
-    try:
-        app = ScalpDeskApp(engine, freeze_gc=True)
-        code = app.run()
-    finally:
-        engine.store.close()
-    return code or 0
+    path = socket_path(settings)
+
+    async def ensure() -> str:
+        client = EngineClient(path, role="status")
+        try:
+            await client.connect()
+            return ""
+        except Refused as e:
+            return str(e)
+        except EngineGone:
+            pass
+        finally:
+            await client.close()
+        print(f"scalpdesk: starting the engine for {settings.state_dir} in the background …", flush=True)
+        proc = start_in_background(settings, argv or [])
+        if await wait_for_socket(path, proc):
+            return ""
+        return ("the engine did not start; its last lines (" + str(path.parent / "engine.log") + "):\n"
+                + log_tail(settings))
+
+    problem = asyncio.run(ensure())
+    if problem:
+        print(f"scalpdesk: {problem}", file=sys.stderr)
+        return 2
+    app = ScalpDeskApp(path, settings, freeze_gc=True)
+    return app.run() or 0

@@ -1,21 +1,27 @@
-"""Messages between the engine's threads and the console's event loop."""
+"""Messages from the engine's socket to the console's event loop."""
 
 from __future__ import annotations
 
 from textual.message import Message
 
 from engine.events import BaseEvent
-from engine.models import SymbolFeatures
 
 
 class EngineEvent(Message):
-    """An engine event, posted from whatever thread emitted it (post_message is thread-safe).
+    """An engine event; `replayed`: part of the picture of the desk the engine sends when
+    the console attaches (shown, but no toast or bell: it is not news)."""
 
-    `inputs`: for a decision, the market features the decider saw, caught from the
-    engine's last snapshot at the moment the decision was emitted (the record does
-    not keep them)."""
-
-    def __init__(self, event: BaseEvent, inputs: SymbolFeatures | None = None) -> None:
+    def __init__(self, event: BaseEvent, replayed: bool = False) -> None:
         super().__init__()
         self.event = event
-        self.inputs = inputs
+        self.replayed = replayed
+
+
+class LinkStatus(Message):
+    """The console attached (or not, and why); `replayed`: the engine's picture is all in."""
+
+    def __init__(self, attached: bool, detail: str, replayed: bool = False) -> None:
+        super().__init__()
+        self.attached = attached
+        self.detail = detail
+        self.replayed = replayed

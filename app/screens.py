@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.table import Table
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -80,6 +80,41 @@ class ConfirmScreen(ModalScreen[bool]):
             error.update(f"That is not {self.require}: nothing was changed. Esc cancels.")
             error.add_class("-shown")
             event.input.value = ""
+
+
+class ChoiceScreen(ModalScreen[str | None]):
+    """Ask which of a few things to do: each choice has its key (y for the usual one);
+    n / Esc do none of them. Enter chooses nothing, as in ConfirmScreen."""
+
+    BINDINGS = [
+        Binding("n", "cancel", "Cancel", show=False),
+        Binding("escape", "cancel", "Cancel", show=False),
+    ]
+
+    def __init__(self, title: str, lines: Iterable[str], choices: list[tuple[str, str, str]], *,
+                 danger: bool = False) -> None:
+        """choices: (key, what it does, the value dismissed with)."""
+        super().__init__(classes="-danger" if danger else "")
+        self.title_text = title
+        self.lines = list(lines)
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title", markup=False)
+            yield Static("\n".join(self.lines), id="dialog-body", markup=False)
+            keys = [f"{key:<8} {what}" for key, what, _ in self.choices] + [f"{'n / Esc':<8} cancel"]
+            yield Label("\n".join(keys), classes="dialog-keys", markup=False)
+
+    def on_key(self, event: events.Key) -> None:
+        for key, _, value in self.choices:
+            if event.character == key:
+                event.stop()
+                self.dismiss(value)
+                return
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 # (keys, what they do) for the parts of the screen, in the order the help lists them.
@@ -386,15 +421,13 @@ class JournalScreen(ModalScreen[None]):
     FILTERS = ("symbol", "reason", "day")
 
     def __init__(self, state_dir: Path, *, start_equity: float, default_cooldown_sec: float | None,
-                 now: Callable[[], float], inputs: Mapping[str, SymbolFeatures] | None = None,
-                 cache: JournalCache | None = None) -> None:
+                 now: Callable[[], float], cache: JournalCache | None = None) -> None:
         super().__init__()
         self.state_dir = Path(state_dir)
         self.cache = cache if cache is not None else JournalCache(self.state_dir)
         self.start_equity = start_equity
         self.default_cooldown_sec = default_cooldown_sec
         self.now = now
-        self.inputs: Mapping[str, SymbolFeatures] = inputs if inputs is not None else {}
         self.trades: list[Trade] = []
         self.shown: list[Trade] = []
         self.loaded = False
@@ -549,8 +582,8 @@ class JournalScreen(ModalScreen[None]):
             opening = found.get(t.decision_id) if t.decision_id else None
             closing = found.get(t.close_decision_id) if t.close_decision_id else None
             self.app.push_screen(DecisionScreen(
-                opening, self.inputs.get(t.decision_id or ""), trade=t, closing=closing,
-                closing_inputs=self.inputs.get(t.close_decision_id or "")))
+                opening, opening.inputs if opening else None, trade=t, closing=closing,
+                closing_inputs=closing.inputs if closing else None))
 
         self.run_worker(open_details(), group="details", exclusive=True, exit_on_error=False)
 

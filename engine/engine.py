@@ -37,6 +37,7 @@ from engine.events import (
     LogEvent,
     MarketUpdated,
     PositionClosed,
+    PositionOpened,
 )
 from engine.decision_log import DecisionLog
 from engine.executor import Executor
@@ -149,6 +150,7 @@ class Engine:
         self._cycle_lock = asyncio.Lock()
         self._monitor_lock = asyncio.Lock()
         self._exits_armed: dict[str, float] = {}  # symbol -> due time of its armed time exit
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.today = Today(clock.now())
         self._bridge: logging.Handler | None = None
         self.decisions = DecisionLog(store, clock, self.emit, self._io)
@@ -199,6 +201,8 @@ class Engine:
             self.seq += 1
             if isinstance(event, PositionClosed):
                 self.today.count(event.trade.closed_at, event.trade.pnl, self.clock.now())
+            if isinstance(event, (PositionOpened, PositionClosed)):
+                self._soon(self._arm_exits)  # whoever opened or closed it, its exit timer follows
             if event.kind in LAST_OF_KIND:
                 self._last[event.kind] = event
             self.recent.append(event)
@@ -236,6 +240,18 @@ class Engine:
     def _publish_state(self) -> None:
         self.emit(self.state_event())
 
+    def _soon(self, fn: Callable[[], object]) -> None:
+        """Run fn on the engine's loop: now if this is it, else as soon as it can."""
+        loop = self._loop
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is None or here is loop:
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking work (venue, state files): in a worker thread, or inline in a replay."""
         if self.inline_io:
@@ -247,6 +263,7 @@ class Engine:
     async def start(self, schedule: bool = True) -> None:
         """Reconcile with the venue, arm the timers, then let them fire (schedule=False:
         the jobs are armed but a test or a replay drives them)."""
+        self._loop = asyncio.get_running_loop()
         self._bridge = _VenueLogBridge(self)
         logging.getLogger("engine.venues").addHandler(self._bridge)
         self._log("info", f"scalpdesk engine starting: venue {self.venue.name}, mode {self.mode.upper()}, "

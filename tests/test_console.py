@@ -11,11 +11,11 @@ from textual.widgets import Input
 
 import app.console as console
 from app.console import ScalpDeskApp, find_styles
-from app.screens import ConfirmScreen, DecisionScreen, HelpScreen
+from app.screens import ChoiceScreen, ConfirmScreen, DecisionScreen, HelpScreen
 from engine.events import LogEvent, UsageUpdated
 from engine.models import Action, CloseReason
 from tests.rig import plan
-from tests.test_console_scenes import decision, live_rig, rig, scene_rig, settle, started  # noqa: F401 (fixtures)
+from tests.test_console_scenes import decision, live_rig, make_app, rig, scene_rig, settle, started, wait  # noqa: F401 (fixtures)
 
 WIDE = (160, 48)
 
@@ -46,7 +46,7 @@ async def propose(pilot, rig, *decisions) -> list[str]:
 
 
 async def test_approve_executes_an_order(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         [did] = await propose(pilot, rig, decision("BTCUSDT"))
@@ -64,7 +64,7 @@ async def test_approve_executes_an_order(rig):
 
 
 async def test_reject_never_executes(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         [did] = await propose(pilot, rig, decision("ETHUSDT"))
@@ -75,30 +75,26 @@ async def test_reject_never_executes(rig):
         assert rig.store.decisions(limit=1)[0].status == "REJECTED"
 
 
-async def test_a_decision_expires_on_the_countdown_and_is_never_executed(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+async def test_a_decision_expires_on_the_engines_timer_and_the_countdown_shows_it(rig):
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         [did] = await propose(pilot, rig, decision("SOLUSDT"))
-        rig.clock.advance(rig.settings.approval_timeout_sec - 20)
+        await wait(rig, rig.settings.approval_timeout_sec - 20)
         await pilot.pause(console.TICK_SEC * 2.5)
         left = app.decisions.pending.get_cell(did, "left")
         assert left.plain == "00:20" and left.style == app.decisions.pending.get_component_rich_style(
             "decisions--urgent", partial=True)
-        rig.clock.advance(20)
-        # the one timer sees it at zero and hands the expiry to the engine
-        for _ in range(20):
-            await pilot.pause(console.TICK_SEC)
-            await settle(pilot)
-            if not app.decisions.pending_ids:
-                break
+        await wait(rig, 20)  # the engine's own expiry timer fires: the console only shows it
+        await settle(pilot)
+        assert app.decisions.pending_ids == []
         assert cell(app, app.decisions.history, did, "outcome") == "EXPIRED (not approved in time)"
         assert rig.venue.positions() == []
 
 
 async def test_an_expired_decision_cannot_be_approved_and_the_console_says_so(rig, monkeypatch):
     monkeypatch.setattr(console, "TICK_SEC", 3600.0)  # no tick: the row still shows when y is pressed
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         [did] = await propose(pilot, rig, decision("BTCUSDT"))
@@ -112,7 +108,7 @@ async def test_an_expired_decision_cannot_be_approved_and_the_console_says_so(ri
 
 
 async def test_the_detail_screen_shows_rationale_clamps_inputs_and_audit(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         await propose(pilot, rig, decision("XRPUSDT", leverage=25, size_pct=40, rationale="breakout above the 15m range"))
@@ -131,7 +127,7 @@ async def test_the_detail_screen_shows_rationale_clamps_inputs_and_audit(rig):
 
 
 async def test_force_close_asks_then_closes_journals_and_starts_a_cooldown(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         open_position(rig, "BTCUSDT")
@@ -165,7 +161,7 @@ async def test_force_close_asks_then_closes_journals_and_starts_a_cooldown(rig):
 
 
 async def test_close_all_closes_everything_and_pauses_entries(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         for sym in ("BTCUSDT", "SOLUSDT"):
@@ -186,7 +182,7 @@ async def test_close_all_closes_everything_and_pauses_entries(rig):
 
 
 async def test_auto_needs_a_confirmation_and_approve_needs_none(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         await pilot.press("a")
@@ -206,7 +202,7 @@ async def test_auto_needs_a_confirmation_and_approve_needs_none(rig):
 
 async def test_auto_on_a_live_venue_needs_the_word_typed(live_rig):
     rig = live_rig
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         assert app.query_one("#st-venue").has_class("-live")
@@ -226,7 +222,7 @@ async def test_auto_on_a_live_venue_needs_the_word_typed(live_rig):
 
 
 async def test_pause_blocks_entries_but_not_exits(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         open_position(rig, "BTCUSDT", time_in_trade_limit_sec=1200)
@@ -239,12 +235,8 @@ async def test_pause_blocks_entries_but_not_exits(rig):
         await settle(pilot)
         [rec] = [r for r in app.decisions.records.values() if r.decision.symbol == "ETHUSDT"]
         assert rec.status == "BLOCKED" and "PAUSED" in rec.review.reasons
-        rig.clock.advance(1200)
-        for _ in range(20):  # the countdown hits zero: the time exit runs, paused or not
-            await pilot.pause(console.TICK_SEC)
-            await settle(pilot)
-            if not rig.venue.positions():
-                break
+        await wait(rig, 1200)  # the position's own timer: the time exit runs, paused or not
+        await settle(pilot)
         assert rig.venue.positions() == [] and rig.store.trades()[0].reason is CloseReason.TIME_EXIT
         await pilot.press("p")
         await settle(pilot)
@@ -252,7 +244,7 @@ async def test_pause_blocks_entries_but_not_exits(rig):
 
 
 async def test_the_countdown_ticks_turns_urgent_and_the_time_exit_shows(rig, monkeypatch):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         open_position(rig, "SOLUSDT", time_in_trade_limit_sec=1200)
@@ -260,22 +252,19 @@ async def test_the_countdown_ticks_turns_urgent_and_the_time_exit_shows(rig, mon
         table = app.positions.table
         style = lambda name: table.get_component_rich_style(f"positions--{name}", partial=True)  # noqa: E731
         assert table.get_cell("SOLUSDT", "exit").plain == "20:00"
-        rig.clock.advance(1200 - 61)
+        await wait(rig, 1200 - 61)
         app.positions.tick(rig.clock.now())
         assert table.get_cell("SOLUSDT", "exit").plain == "01:01"
         assert table.get_cell("SOLUSDT", "exit").style == style("countdown")
-        rig.clock.advance(2)
+        await wait(rig, 2)
         app.positions.tick(rig.clock.now())
         assert table.get_cell("SOLUSDT", "exit").plain == "00:59"
         assert table.get_cell("SOLUSDT", "exit").style == style("urgent")  # the last minute
-        rig.clock.advance(59)
+        rig.clock.advance(59)  # the clock alone: the countdown shows the exit is due...
         app.positions.tick(rig.clock.now())
         assert table.get_cell("SOLUSDT", "exit").plain == "EXIT"
-        for _ in range(20):
-            await pilot.pause(console.TICK_SEC)
-            await settle(pilot)
-            if not table.has("SOLUSDT"):
-                break
+        await rig.engine.timers.run_due()  # ...and the engine's timer, due now, closes it
+        await settle(pilot)
         assert not table.has("SOLUSDT") and rig.venue.positions() == []
         assert cell(app, app.cooldowns.table, "SOLUSDT", "reason") == "TIME_EXIT"
         log = "\n".join(app.log_panel.plain_lines)
@@ -284,7 +273,7 @@ async def test_the_countdown_ticks_turns_urgent_and_the_time_exit_shows(rig, mon
 
 
 async def test_cooldowns_tick_and_disappear_when_over(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         open_position(rig, "BTCUSDT", cooldown_sec=300)
@@ -305,7 +294,7 @@ async def test_cooldowns_tick_and_disappear_when_over(rig):
 async def test_keys_answer_while_the_venue_and_the_ai_are_slow(rig):
     """A blocking venue call and a slow decider run off the event loop: every key still
     shows its effect at once."""
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         [did] = await propose(pilot, rig, decision("BTCUSDT"))
@@ -330,7 +319,7 @@ async def test_keys_answer_while_the_venue_and_the_ai_are_slow(rig):
 
 
 async def test_events_from_worker_threads_reach_the_panels(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
 
@@ -345,7 +334,7 @@ async def test_events_from_worker_threads_reach_the_panels(rig):
 
 
 async def test_a_degraded_engine_shows_its_reason_and_rings(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         rig.engine._degrade("venue refused the keys: 10003 API key is invalid")
@@ -354,43 +343,50 @@ async def test_a_degraded_engine_shows_its_reason_and_rings(rig):
         assert state.has_class("-degraded") and "DEGRADED" in str(state.render())
         alert = app.query_one("#st-alert")  # the reason in full, on its own line
         assert alert.display and "venue refused the keys: 10003 API key is invalid" in str(alert.render())
-        assert app.bells == 1 and any("Trading stopped" in t for t in toasts(app))
+        assert app.bells == 1 and any("New entries stopped (exits keep running)" in t for t in toasts(app))
 
 
 # --- quitting, help, layout -------------------------------------------------------------
 
 
-async def test_quit_with_positions_open_warns_they_stay_open(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+async def test_quitting_the_console_leaves_the_engine_running(rig):
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         open_position(rig, "BTCUSDT")
         await settle(pilot)
         await pilot.press("q")
         dialog = app.screen
-        assert isinstance(dialog, ConfirmScreen)
+        assert isinstance(dialog, ChoiceScreen)
         body = " ".join(dialog.lines)
-        assert "stay OPEN on the venue, with their TP/SL" in body and "Time exits STOP" in body
+        assert "The engine keeps running without this console" in body and "time exits" in body
+        assert "leaves 1 position(s) OPEN" in body  # what stopping the engine too would mean
         await pilot.press("n")
         assert app.is_running
         await pilot.press("q", "y")
         await settle(pilot)
-    assert app.return_code == 0 and app.stopped
-    assert rig.engine.recent[-1].code == "STOP"
-    assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]  # left open on the venue
+    assert app.return_code == 0
+    assert not rig.engine.stopping and "exit:BTCUSDT" in rig.engine.timers.ids()  # it still guards the position
+    assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
+    await app.host.stop()
 
 
-async def test_quit_with_nothing_open_needs_no_confirmation(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+async def test_quit_offers_to_stop_the_engine_as_well(rig):
+    app = make_app(rig)
+    stops = []
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
+        app.host.service.on_shutdown = lambda: stops.append("stop")  # what `scalpdesk --headless` does on it
         await pilot.press("q")
+        assert isinstance(app.screen, ChoiceScreen)
+        await pilot.press("S")
         await settle(pilot)
-    assert app.return_code == 0
+    assert stops == ["stop"] and app.return_code == 0
+    await app.host.stop()
 
 
 async def test_the_panels_keep_ticking_under_a_dialog(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         open_position(rig, "BTCUSDT", time_in_trade_limit_sec=1800)
@@ -410,7 +406,7 @@ async def test_help_lists_every_key(rig):
     from widgets.decisions import DecisionsPanel, HistoryTable, PendingTable
     from widgets.positions import PositionsTable
 
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         await pilot.press("question_mark")
@@ -427,7 +423,7 @@ async def test_help_lists_every_key(rig):
 
 
 async def test_small_terminal_shows_one_panel_at_a_time(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=(80, 24)) as pilot:
         await started(pilot)
         assert app.screen.has_class("-narrow")
@@ -454,7 +450,7 @@ async def test_history_from_the_state_files_shows_at_start(tmp_path):
     first.store.close()
     rig = scene_rig(tmp_path / "state")
     try:
-        app = ScalpDeskApp(rig.engine, schedule=False)
+        app = make_app(rig)
         async with app.run_test(size=WIDE) as pilot:
             await started(pilot)
             outcomes = [cell(app, app.decisions.history, k, "outcome") for k in app.decisions.history.keys()]
@@ -492,7 +488,7 @@ async def test_the_log_is_bounded_and_keeps_the_newest_in_view():
 
 
 async def test_the_input_keeps_focus_in_the_typed_confirmation(live_rig):
-    app = ScalpDeskApp(live_rig.engine, schedule=False)
+    app = make_app(live_rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         await pilot.press("a")
@@ -549,7 +545,7 @@ def test_the_gc_policy_freezes_every_few_seconds_and_thaws_hourly(monkeypatch):
 
 
 async def test_enter_never_confirms_a_force_close(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         open_position(rig, "BTCUSDT")

@@ -4,11 +4,14 @@ the engine's own paths (cycles, approvals, force closes), so every frame is dete
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
 from textual.pilot import Pilot
 
 from app.console import ScalpDeskApp
+from engine.protocol import SOCKET_FILE
+from engine.service import EngineService
 from engine.models import Action, CloseReason, Decision, DecisionRecord, Review, Trade, Verdict
 from engine.venues.paper import PaperVenue
 from engine.venues.simfeed import SimFeed
@@ -32,16 +35,52 @@ def scene_rig(state_dir, *, venue_name: str = "sim", **settings) -> Rig:
     return rig
 
 
-def make_app(rig: Rig) -> ScalpDeskApp:
-    return ScalpDeskApp(rig.engine, schedule=False)
+class Host:
+    """The rig's engine served on its own socket, started in the app's event loop: the
+    console under test only has the socket, as a console attaching to a running engine."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.service: EngineService | None = None
+
+    @property
+    def socket(self):
+        return self.rig.store.state_dir / SOCKET_FILE
+
+    async def start(self) -> None:
+        if not self.rig.engine.timers.ids():  # not started by the test already
+            await self.rig.engine.start(schedule=False)
+        self.service = EngineService(self.rig.engine, self.socket)
+        await self.service.start()
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+
+
+def make_app(rig: Rig, **kw) -> ScalpDeskApp:
+    host = Host(rig)
+    app = ScalpDeskApp(host.socket, rig.settings, clock=rig.clock, prepare=host.start, **kw)
+    app.engine_rig = rig  # type: ignore[attr-defined]  # for the scenes; the console never touches it
+    app.host = host  # type: ignore[attr-defined]
+    return app
 
 
 async def settle(pilot: Pilot) -> None:
-    """Let every worker finish and every message be handled; write the log lines the
-    next tick of the app's timer would write."""
+    """Let every worker finish, every event the engine emitted reach the console through
+    its socket, and every message be handled; write the log lines the next tick of the
+    app's timer would write."""
     app = pilot.app
+    rig = getattr(app, "engine_rig", None)
     for _ in range(4):
-        await app.workers.wait_for_complete()
+        busy = [w for w in app.workers if w.name != "engine-link"]  # the link runs for the app's life
+        if busy:
+            await app.workers.wait_for_complete(busy)
+        if rig is not None and isinstance(app, ScalpDeskApp) and app.link.attached:
+            for _ in range(500):
+                if app.link.seq >= rig.engine.seq:
+                    break
+                await asyncio.sleep(0.005)
         await pilot.pause()
     if isinstance(app, ScalpDeskApp):
         app.log_panel.flush()

@@ -16,6 +16,7 @@ from tests.test_console_scenes import (  # noqa: F401 (fixtures)
     history_desk,
     history_rig,
     history_trades,
+    make_app,
     rig,
     settle,
     started,
@@ -46,7 +47,7 @@ async def open_journal(pilot) -> JournalScreen:
 
 
 def app_for(rig) -> ScalpDeskApp:
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     app.engine_rig = rig  # type: ignore[attr-defined]
     return app
 

@@ -12,7 +12,7 @@ from engine.config import load_settings
 from engine.events import BlocksUpdated, MarketUpdated
 from engine.models import Action, Balance, Cooldown, Decision, DecisionRecord
 from tests.conftest import BALANCE, BTC, features
-from tests.test_console_scenes import SYMBOLS, decision, hold_cycle, rig, settle, started  # noqa: F401 (fixture)
+from tests.test_console_scenes import SYMBOLS, decision, hold_cycle, make_app, rig, settle, started  # noqa: F401 (fixture)
 from widgets import format as fmt
 
 NARROW = (80, 24)
@@ -105,7 +105,7 @@ async def test_the_cycle_carries_the_blocks_and_changes_come_between_cycles(rig)
 
 
 async def test_rows_update_in_place_with_the_latest_decision_and_its_reason(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         await hold_cycle(pilot, rig)
@@ -128,7 +128,7 @@ async def test_rows_update_in_place_with_the_latest_decision_and_its_reason(rig)
 
 
 async def test_a_cooldown_counts_down_in_the_row_and_goes(rig, monkeypatch):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         rig.decider.push(decision("ETHUSDT", cooldown_sec=300))
@@ -148,7 +148,7 @@ async def test_a_cooldown_counts_down_in_the_row_and_goes(rig, monkeypatch):
 
 
 async def test_key_5_shows_the_market_watch_as_a_tab(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=NARROW) as pilot:
         await started(pilot)
         await hold_cycle(pilot, rig)
@@ -167,7 +167,7 @@ async def test_history_fills_the_latest_decisions_after_a_restart(rig):
     rig.store.add_decision(DecisionRecord(
         decision=Decision(symbol="SOLUSDT", action=Action.HOLD, confidence=0.2, rationale="RSI(1m) 81: overbought"),
         status="HOLD", message="RSI(1m) 81: overbought", recorded_at=rig.clock.now() - 30))
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         await rig.engine.run_decision_cycle()  # no decision for SOL this time: the one on file shows

@@ -7,6 +7,7 @@ each SVG in tests/__snapshots__/test_snapshots/ before committing it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -91,7 +92,7 @@ def test_close_all_confirmation_160x48(snap_compare, rig):
 
 
 def test_quit_confirmation_80x24(snap_compare, rig):
-    """q with positions open: they stay open with TP/SL; time exits stop."""
+    """q: the console quits, the engine keeps running; S would stop it too (a position stays open)."""
     assert snap_compare(make_app(rig), terminal_size=NARROW, run_before=desk(rig, "q"))
 
 
@@ -142,3 +143,21 @@ def test_degraded_engine_160x48(snap_compare, rig):
         await settle(pilot)
 
     assert snap_compare(make_app(rig), terminal_size=WIDE, run_before=desk(rig, then=degrade))
+
+
+async def _engine_gone(pilot) -> None:
+    """The engine stops under the console: its last picture stays, greyed, and it says why."""
+    await pilot.app.host.stop()
+    for _ in range(200):
+        if pilot.app.status.detached:
+            break
+        await asyncio.sleep(0.01)
+    await settle(pilot)
+
+
+def test_engine_gone_80x24(snap_compare, rig):
+    assert snap_compare(make_app(rig), terminal_size=NARROW, run_before=desk(rig, then=_engine_gone))
+
+
+def test_engine_gone_160x48(snap_compare, rig):
+    assert snap_compare(make_app(rig), terminal_size=WIDE, run_before=desk(rig, then=_engine_gone))

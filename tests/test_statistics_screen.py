@@ -11,7 +11,7 @@ from app import report_cmd
 from app.console import ScalpDeskApp
 from app.screens import HelpScreen, StatisticsScreen
 from engine.report import DRAWDOWN_MARK
-from tests.test_console_scenes import history_desk, history_rig, rig, settle, started  # noqa: F401 (fixtures)
+from tests.test_console_scenes import history_desk, history_rig, make_app, rig, settle, started  # noqa: F401 (fixtures)
 
 WIDE = (160, 48)
 NARROW = (80, 24)
@@ -36,7 +36,7 @@ async def open_stats(pilot, rig) -> StatisticsScreen:
 
 async def test_every_period_has_the_numbers_of_scalpdesk_report(history_rig):
     rig = history_rig
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         screen = await open_stats(pilot, rig)
         assert screen.period == "today"
@@ -48,7 +48,7 @@ async def test_every_period_has_the_numbers_of_scalpdesk_report(history_rig):
 
 
 async def test_keys_switch_the_period_and_the_view_shows_met_and_not_met(history_rig):
-    app = ScalpDeskApp(history_rig.engine, schedule=False)
+    app = make_app(history_rig)
     async with app.run_test(size=WIDE) as pilot:
         screen = await open_stats(pilot, history_rig)
         await pilot.press("3")
@@ -73,7 +73,7 @@ async def test_keys_switch_the_period_and_the_view_shows_met_and_not_met(history
 
 
 async def test_the_equity_curve_shades_the_drawdown(history_rig):
-    app = ScalpDeskApp(history_rig.engine, schedule=False)
+    app = make_app(history_rig)
     async with app.run_test(size=NARROW) as pilot:
         screen = await open_stats(pilot, history_rig)
         await pilot.press("4", "g")
@@ -85,7 +85,7 @@ async def test_the_equity_curve_shades_the_drawdown(history_rig):
 
 
 async def test_an_empty_journal_says_so(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=NARROW) as pilot:
         await started(pilot)
         await pilot.press("s")
@@ -97,7 +97,7 @@ async def test_an_empty_journal_says_so(rig):
 
 
 async def test_help_lists_the_new_keys(rig):
-    app = ScalpDeskApp(rig.engine, schedule=False)
+    app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         await pilot.press("question_mark")

@@ -131,17 +131,23 @@ def test_an_operator_approves_force_closes_and_quits_in_tmux(tmp_path):
         screen = tmux.wait_for(f"FORCE CLOSE requested for {symbol}", f"Position closed: {symbol}",
                                "Cooldowns (1)", "FORCE_CLOSE", timeout=20)
         assert "Positions (1)" not in screen
-        # quit: the console asks when decisions still wait (the scheduler may have queued more)
+        # quit: the console says the engine (started in the background for it) keeps
+        # running, and offers to stop it too: S
         tmux.keys("q")
-        deadline = time.monotonic() + 15
+        tmux.wait_for("Quit the console?", "The engine keeps running", "stop the engine too", timeout=10)
+        tmux.keys("S")
+        deadline = time.monotonic() + 30
         while not tmux.dead()[0] and time.monotonic() < deadline:
-            if "Quit scalpdesk?" in tmux.screen():
-                tmux.keys("y")
             time.sleep(0.3)
         dead, status = tmux.dead()
         assert dead and status == "0", tmux.screen()
+        deadline = time.monotonic() + 30  # the engine stops on its own after answering
+        while (state / "engine.sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not (state / "engine.sock").exists()
     finally:
         tmux.kill()
+        _stop_background_engine(state)
 
     # the journal says what the operator did, and the state files were released
     from engine.models import CloseReason
@@ -152,3 +158,14 @@ def test_an_operator_approves_force_closes_and_quits_in_tmux(tmp_path):
         assert [t.reason for t in trades] == [CloseReason.FORCE_CLOSE] and trades[0].symbol == symbol
         assert store.get_cooldown(symbol) is not None
         assert any(r.status == "EXECUTED" for r in store.decisions())
+
+
+def _stop_background_engine(state) -> None:
+    """A failed run must not leave the engine the console started running on."""
+    lock = state / "scalpdesk.lock"
+    pid = lock.read_text().strip() if lock.exists() else ""
+    if pid.isdigit():
+        try:
+            os.kill(int(pid), 9)
+        except ProcessLookupError:
+            pass

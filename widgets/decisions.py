@@ -154,6 +154,14 @@ class DecisionsPanel(Vertical):
             self._history_row(record)
         self._counted()
 
+    def keep_pending(self, decision_ids: set[str]) -> None:
+        """Only these are still pending (the engine's picture after an attach): drop the rest."""
+        for did in [d for d in self.expires if d not in decision_ids]:
+            self.expires.pop(did, None)
+            self.sending.pop(did, None)
+            self.pending.drop_row(did)
+        self._counted()
+
     def tick(self, now: float) -> None:
         self.now = now
         for did in self.expires:

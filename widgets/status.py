@@ -33,6 +33,7 @@ class StatusBar(Vertical):
     next_cycle: var[str] = var("—", init=False)
     usage: var[str] = var("", init=False)
     usage_stopped: var[bool] = var(False, init=False)
+    detached: var[str] = var("", init=False)  # why the console has no engine now ("" attached)
 
     def compose(self) -> ComposeResult:
         # Labels kept by id: the timer may paint while the app is being taken down,
@@ -89,8 +90,21 @@ class StatusBar(Vertical):
     def watch_degraded(self) -> None:
         self._state()
 
+    def watch_detached(self) -> None:
+        self.set_class(bool(self.detached), "-detached")
+        self._state()
+
     def _state(self) -> None:
         label = self._label("state")
+        alert = self.labels["st-alert"]
+        if self.detached:
+            # What the console shows is the engine's last picture, not now.
+            label.update(" NO ENGINE: reconnecting… ")
+            for s in ("running", "paused", "degraded"):
+                label.set_class(s == "degraded", f"-{s}")
+            alert.update(f" The last picture, greyed: {self.detached}")
+            alert.display = True
+            return
         if self.degraded:
             # Degraded stops entries only: closes, time exits and trailing keep running.
             text, state = " DEGRADED: no new entries, exits run ", "degraded"
@@ -101,7 +115,6 @@ class StatusBar(Vertical):
         label.update(text)
         for s in ("running", "paused", "degraded"):
             label.set_class(s == state, f"-{s}")
-        alert = self.labels["st-alert"]
         alert.update(f" Entries stopped: {self.degraded}" if self.degraded else "")
         alert.display = bool(self.degraded)
 
