@@ -319,6 +319,7 @@ class ScalpDeskApp(App[int]):
         s = self.status
         s.mode = e.mode
         s.venue = e.venue
+        s.feed = e.feed
         s.paused = e.paused
         s.degraded = e.degraded
 

@@ -142,6 +142,21 @@ class Settings(BaseSettings):
     order_unknown_timeout_sec: float = Field(60.0, ge=5, le=3600)
     # rate limits and 5xx: back off with the same orderLinkId, give up after this long
     venue_retry_giveup_sec: float = Field(30.0, ge=1, le=600)
+    # requests of an endpoint's per-second budget (X-Bapi-Limit-Status) kept for exits: an
+    # entry waits for the next window rather than spend them (a close spends down to 0)
+    bybit_rate_reserve: int = Field(1, ge=0, le=50)
+    # Bybit's WebSocket streams (prices, and with keys positions/executions/orders/wallet);
+    # false: REST polling only
+    bybit_ws: bool = True
+    # a public stream silent this long is stale (REST polling takes over); twice as long, it
+    # is reconnected
+    ws_stale_sec: float = Field(10.0, ge=1, le=300)
+
+    # marks that tick: positions' marks and uPnL and the market watch's prices, published at
+    # most this many times a wall-clock second between monitor passes (0: with them only)
+    marks_per_sec: float = Field(4.0, ge=0, le=20)
+    # while no stream is live (Bybit venues, paper), marks are polled over REST this often
+    marks_poll_sec: float = Field(2.0, ge=0.2, le=60)
 
     # the AI decider (OpenAI or any OpenAI-compatible server)
     openai_api_key: SecretStr | None = Field(None, validation_alias=_legacy("openai_api_key"))

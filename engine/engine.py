@@ -20,7 +20,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine import guardrails
 from engine.approvals import ApprovalQueue, Pending
@@ -63,6 +63,9 @@ from engine.store import StateStore
 from engine.timers import Timers, timers_for
 from engine.today import Today, next_day
 from engine.venues.base import AuthError, Venue, VenueError
+
+if TYPE_CHECKING:
+    from engine.marks import LiveMarks
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +161,7 @@ class Engine:
         self._blocks_sent: object = None  # what the last entry blocks said (see _publish_blocks)
         self.executor = Executor(store, venue, clock, settings, self.emit)
         self.monitor = Monitor(store, venue, self.executor, clock, settings, self.emit)
+        self.marks: LiveMarks | None = None  # once started: marks that tick, venue-side closes seen at once
 
     # --- events -----------------------------------------------------------------
 
@@ -235,6 +239,7 @@ class Engine:
             degraded=self.degraded,
             next_cycle_at=self.next_cycle_at,
             ticks={s: i.tick_size for s, i in self.instruments.items()},
+            feed=self.marks.status if self.marks is not None else "",
         )
 
     def _publish_state(self) -> None:
@@ -276,6 +281,14 @@ class Engine:
         self._arm_exits()
         if schedule:
             self.timers.start()
+        if schedule and not self.inline_io and self.clock.rate is not None:
+            # Marks that tick and venue-side closes seen at once: never in a replay or a driven test.
+            from engine.marks import LiveMarks
+
+            self.marks = LiveMarks.for_engine(self)
+            if self.marks is not None:
+                self.market.pushed = self.marks.closed_1m
+                self.marks.start()
         self.next_cycle_at = self.timers.due("decision")
         self._publish_state()
 
@@ -345,6 +358,8 @@ class Engine:
         store after this."""
         self.stopping = True
         self.timers.pause()  # no new job starts; the running ones go on
+        if self.marks is not None:
+            await self.marks.stop()  # no more ticks or pushes; a pass it started finishes below
         self.executor.stop()
         loop = asyncio.get_running_loop()
         until = loop.time() + STOP_GRACE_SEC + float(getattr(self.settings, "bybit_timeout_sec", 0.0))

@@ -97,6 +97,7 @@ class EngineState(BaseEvent):
     degraded: str = ""  # the reason, empty when healthy
     next_cycle_at: float | None = None
     ticks: dict[str, float] = {}  # each symbol's price tick: prices are written to it
+    feed: str = ""  # where marks come from: live, polling, stale ("": no ticking marks, e.g. a replay)
 
 
 class UsageUpdated(BaseEvent):

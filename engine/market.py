@@ -265,6 +265,8 @@ class Markets:
         self.say = say  # (level, message, code)
         self.symbols: dict[str, SymbolMarket] = {}
         self._failed: set[str] = set()
+        # Closed 1m candles a stream brought (engine.marks), when it has them: (symbol, after) -> candles.
+        self.pushed: Callable[[str, float], list[Kline] | None] | None = None
 
     def __getitem__(self, symbol: str) -> SymbolMarket:
         return self.symbols[symbol]
@@ -322,9 +324,14 @@ class Markets:
                                          v.klines(symbol, 15, LOAD[15]))
             self.symbols[symbol] = m
         elif last_closed > m.last_1m:
-            missing = int((last_closed - m.last_1m) // MINUTE)
-            rows = self.venue.klines(symbol, 1, missing + 2)  # the forming one, and one to overlap
-            m.add_1m((k.start, k.open, k.high, k.low, k.close, k.volume) for k in rows[:-1])
+            # The kline stream's closed candles when it brought every one since, else REST.
+            pushed = self.pushed(symbol, m.last_1m) if self.pushed is not None else None
+            if pushed and pushed[-1].start >= last_closed:
+                closed = [k for k in pushed if k.start <= last_closed]
+            else:
+                missing = int((last_closed - m.last_1m) // MINUTE)
+                closed = self.venue.klines(symbol, 1, missing + 2)[:-1]  # less the forming one; one overlaps
+            m.add_1m((k.start, k.open, k.high, k.low, k.close, k.volume) for k in closed)
         return m
 
     def _failure(self, symbol: str, why: str) -> None:

@@ -346,6 +346,19 @@ async def test_a_degraded_engine_shows_its_reason_and_rings(rig):
         assert app.bells == 1 and any("New entries stopped (exits keep running)" in t for t in toasts(app))
 
 
+async def test_the_status_bar_shows_where_the_marks_come_from(rig):
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        feed = app.query_one("#st-feed")
+        assert not feed.display  # no ticking marks (a driven clock): nothing shown
+        for status, text in (("live", "● live"), ("stale", "○ stale"), ("polling", "◐ polling")):
+            rig.engine.emit(rig.engine.state_event().model_copy(update={"feed": status}))
+            await settle(pilot)
+            assert feed.display and str(feed.render()) == text and feed.has_class(f"-{status}")
+            assert app.status.feed == status
+
+
 # --- quitting, help, layout -------------------------------------------------------------
 
 

@@ -14,6 +14,9 @@ from textual.widgets import Label
 from widgets import format as fmt
 
 VENUES = ("sim", "paper", "testnet", "demo", "live")
+# Where the marks come from (EngineState.feed): a live stream (or the local sim market),
+# REST polling while no stream is live, a stream silent too long. Empty: no ticking marks.
+FEEDS = {"live": "● live", "polling": "◐ polling", "stale": "○ stale"}
 
 
 class StatusBar(Vertical):
@@ -21,6 +24,7 @@ class StatusBar(Vertical):
 
     mode: var[str] = var("approve", init=False)
     venue: var[str] = var("sim", init=False)
+    feed: var[str] = var("", init=False)
     paused: var[bool] = var(False, init=False)
     degraded: var[str] = var("", init=False)
     pending: var[int] = var(0, init=False)
@@ -45,7 +49,7 @@ class StatusBar(Vertical):
             return self.labels[ident]
 
         with Horizontal(id="status-top"):
-            for name in ("mode", "venue", "state", "pending", "clock"):
+            for name in ("mode", "venue", "feed", "state", "pending", "clock"):
                 yield label(f"st-{name}")
         with Horizontal(id="status-bottom"):
             for name, caption in (
@@ -63,7 +67,7 @@ class StatusBar(Vertical):
 
     def on_mount(self) -> None:
         # Reactives set before mount fired no watcher: paint every field once.
-        for name in ("mode", "venue", "paused", "pending", "equity", "available", "realised", "positions",
+        for name in ("mode", "venue", "feed", "paused", "pending", "equity", "available", "realised", "positions",
                      "next_cycle", "usage", "usage_stopped", "clock"):
             getattr(self, f"watch_{name}")()
 
@@ -83,6 +87,13 @@ class StatusBar(Vertical):
         label.update(f" {self.venue.upper()} ")
         for v in VENUES:
             label.set_class(self.venue == v, f"-{v}")
+
+    def watch_feed(self) -> None:
+        label = self._label("feed")
+        label.display = bool(self.feed)
+        label.update(FEEDS.get(self.feed, self.feed))
+        for f in FEEDS:
+            label.set_class(self.feed == f, f"-{f}")
 
     def watch_paused(self) -> None:
         self._state()

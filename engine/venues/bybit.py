@@ -104,11 +104,13 @@ class BybitVenue:
         unknown_timeout_sec: float = 60.0,
         giveup_sec: float = 30.0,
         hedge_mode: bool = False,
+        rate_reserve: int = 1,
     ) -> None:
         if name not in ("testnet", "demo", "live"):
             raise ValueError(f"BybitVenue is testnet, demo or live, not {name!r}")
         self.name = name
-        self.client = BybitClient(name, keys, base_url=base_url, timeout_sec=timeout_sec, recv_window_ms=recv_window_ms)
+        self.client = BybitClient(name, keys, base_url=base_url, timeout_sec=timeout_sec, recv_window_ms=recv_window_ms,
+                                  rate_reserve=rate_reserve)
         self.unknown_timeout_sec = unknown_timeout_sec
         self.giveup_sec = giveup_sec
         self.hedge_mode = hedge_mode
@@ -118,6 +120,7 @@ class BybitVenue:
         self._mode_problem = ""  # why a hedge account could not be made one-way
         self._mode_symbol = "BTCUSDT"  # the position list is read for this symbol (every slot is listed)
         self._halt = threading.Event()
+        self.client.pacer.halt = self._halt  # a stop ends a wait for the next rate-limit window
         # Called with the orderLinkId right before every create request leaves (the
         # executor records the send time durably: an order may land until send time +
         # landing_window_sec, whatever happens to this process).
@@ -134,6 +137,7 @@ class BybitVenue:
             unknown_timeout_sec=settings.order_unknown_timeout_sec,
             giveup_sec=settings.venue_retry_giveup_sec,
             hedge_mode=settings.hedge_mode,
+            rate_reserve=settings.bybit_rate_reserve,
         )
 
     def __repr__(self) -> str:

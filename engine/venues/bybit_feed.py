@@ -2,11 +2,15 @@
 
 It offers what PaperVenue reads from a SimFeed (now, symbols, feed_time_at,
 clock_time_at, advance_to, path_since, price, ticker, klines) from Bybit's public
-market endpoints through pybit, without keys. Feed time is clock time. advance_to()
-polls the tickers at most once per poll interval; when it has not looked for a while
-(longer than a minute), the 1m candles of the gap are replayed as open, then low and
-high (in the order the candle most likely took), then close, so a TP or SL crossed
-while nobody looked still fills at its level, as on the venue.
+market endpoints through pybit, without keys. Feed time is clock time.
+
+With a stream (Bybit's public WebSocket, engine.venues.bybit_ws; the engine's ticking
+marks start and stop it) every ticker pushed is a tick of the price path, so a TP or SL
+fills where the live price crossed it. While the stream is not live (not started,
+connecting, stale), advance_to() polls the REST tickers at most once per poll interval;
+when it has not looked for a while (longer than a minute), the 1m candles of the gap are
+replayed as open, then low and high (in the order the candle most likely took), then
+close, so a TP or SL crossed while nobody looked still fills at its level, as on the venue.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ from engine.models import Instrument, Kline, Ticker
 from engine.venues import bybit_parse as parse
 from engine.venues.base import VenueError
 from engine.venues.bybit_http import BybitClient, Busy, NoAnswer, Refused
+from engine.venues.bybit_ws import BybitStreams, stream_urls
+from engine.venues.streams import LIVE, StreamSink
 
 TICKS_KEPT = 20_000
 GAP_REPLAY_SEC = 60.0
 
 
-class BybitFeed:
+class BybitFeed(StreamSink):
     """Live market data for PaperVenue; thread-safe."""
 
-    def __init__(self, symbols: list[str], client: BybitClient, poll_sec: float = 1.0) -> None:
+    def __init__(self, symbols: list[str], client: BybitClient, poll_sec: float = 1.0, *,
+                 ws_url: str | None = None, stale_sec: float = 10.0) -> None:
         self._symbols = [s.upper() for s in dict.fromkeys(symbols)]
         self.client = client
         self.poll_sec = poll_sec
@@ -38,12 +45,19 @@ class BybitFeed:
         self._polled_at = 0.0
         self._now = time.time()
         self._poll(self._now)
+        self.stream: BybitStreams | None = None  # public prices pushed (started by the engine's marks)
+        if ws_url is not None:
+            self.stream = BybitStreams(stream_urls("live", ws_url=ws_url), self._symbols, self, stale_sec=stale_sec)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "BybitFeed":
         # Paper trades on mainnet prices unless BYBIT_BASE_URL points elsewhere.
         client = BybitClient("live", None, base_url=settings.bybit_base_url, timeout_sec=settings.bybit_timeout_sec)
-        return cls(list(settings.symbols), client)
+        ws_url = None
+        if settings.bybit_ws:
+            public = stream_urls("live", settings.bybit_base_url, settings.bybit_ws_url).public
+            ws_url = public  # None: not a Bybit host and no BYBIT_WS_URL; polled
+        return cls(list(settings.symbols), client, ws_url=ws_url, stale_sec=settings.ws_stale_sec)
 
     def _get(self, method: str, **params: Any) -> dict[str, Any]:
         try:
@@ -72,9 +86,21 @@ class BybitFeed:
         with self._lock:
             if t <= self._now:
                 return
-            if t - self._polled_at >= self.poll_sec:
+            if self.stream is not None and self.stream.status == LIVE:
+                self._polled_at = t  # the stream brought every tick up to now
+            elif t - self._polled_at >= self.poll_sec:
                 self._poll(t)
             self._now = t
+
+    def on_ticker(self, ticker: Ticker) -> None:
+        """A price pushed by the stream (pybit's thread): the next tick of the path."""
+        with self._lock:
+            if ticker.symbol not in self._ticks:
+                return
+            # Stamped after the feed time reached: the paper venue scans ticks after it.
+            at = max(time.time(), self._now + 1e-6)  # wall clock: feed time is clock time
+            self._tickers[ticker.symbol] = ticker
+            self._ticks[ticker.symbol].append((at, ticker.last))
 
     def _poll(self, t: float) -> None:
         gap = t - self._polled_at

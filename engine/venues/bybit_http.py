@@ -10,6 +10,11 @@ defaults back). The venue owns the backoff and the time resync instead.
 Every message that leaves this module goes through scrub(): Bybit's 10004 answer
 quotes the signed string, key included, and an exception text is one step away from
 a log line.
+
+Requests are paced by Bybit's own counters (Pacer): every private answer says what is
+left of the endpoint's per-second budget and when it starts again, so a request that
+would be refused with 10006 waits for the next window instead (an entry already when
+only `rate_reserve` requests are left, which stay for exits).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ RATE_LIMIT = 10006
 TIME_WINDOW = 10002
 SERVER_BUSY = {10016, 10019}  # "server error" / "service restarting": the request may have been seen
 MAX_BACKOFF_SEC = 5.0
+MAX_PACE_SEC = 2.0  # the longest a request waits for its endpoint's next window
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,77 @@ class Busy(Exception):
 
 class NoAnswer(Exception):
     """Timeout or connection error: the request may or may not have been carried out."""
+
+
+@dataclass
+class _Budget:
+    limit: int
+    left: int
+    reset_ms: int
+
+
+class Pacer:
+    """Bybit's per-endpoint request budget as its answers report it (X-Bapi-Limit,
+    X-Bapi-Limit-Status, X-Bapi-Limit-Reset-Timestamp), spent as requests leave: a request
+    that would overdraw it waits until the window starts again, rather than be refused
+    (10006) and back off after. Entries keep `reserve` requests of a window for exits
+    (a reduce-only close may spend the budget to zero). Thread-safe."""
+
+    def __init__(self, now_ms: Callable[[], int], reserve: int = 1) -> None:
+        self.now_ms = now_ms
+        self.reserve = reserve
+        self.halt: threading.Event | None = None  # set: stop waiting (scalpdesk is stopping)
+        self.waits = 0  # requests that waited for a window
+        self.waited_sec = 0.0
+        self._lock = threading.Lock()
+        self._budgets: dict[str, _Budget] = {}
+        self._flying: dict[str, int] = {}  # requests sent and not answered, by endpoint
+
+    def before(self, endpoint: str, exit_: bool = False) -> None:
+        """Spend one request of the endpoint's budget, waiting for the next window if it
+        is spent (down to the reserve, for an entry). after() must follow, answered or not."""
+        keep = 0 if exit_ else self.reserve
+        while True:
+            with self._lock:
+                b = self._budgets.get(endpoint)
+                now = self.now_ms()
+                flying = self._flying.get(endpoint, 0)
+                if b is not None and now >= b.reset_ms:
+                    # A new window; what is still on its way may be counted in it.
+                    b.left, b.reset_ms = b.limit - flying, now + 1000
+                if b is None or b.left > keep:  # not known yet: the answer will say
+                    if b is not None:
+                        b.left -= 1
+                    self._flying[endpoint] = flying + 1
+                    return
+                wait = min((b.reset_ms - now) / 1000 + 0.005, MAX_PACE_SEC)
+            self.waits += 1
+            self.waited_sec += wait
+            log.debug("pacing %s: %s request(s) left of %s; waiting %.3fs for the next window",
+                      endpoint, b.left, b.limit, wait)
+            if self.halt is not None:
+                if self.halt.wait(wait):
+                    return  # stopping: the request goes, and is refused or not
+            else:
+                time.sleep(wait)
+
+    def after(self, endpoint: str, headers: Any) -> None:
+        """A request sent after before() is done; `headers`: its answer's (None: no answer)."""
+        with self._lock:
+            flying = max(self._flying.get(endpoint, 0) - 1, 0)
+            self._flying[endpoint] = flying
+            try:
+                limit = int(headers.get("X-Bapi-Limit"))
+                left = int(headers.get("X-Bapi-Limit-Status"))
+                reset_ms = int(headers.get("X-Bapi-Limit-Reset-Timestamp"))
+            except (AttributeError, TypeError, ValueError):
+                return
+            # Requests still on their way may be counted after this answer was made.
+            b = self._budgets.get(endpoint)
+            if b is None or reset_ms > b.reset_ms + 50:  # a newer window than the one we count
+                self._budgets[endpoint] = _Budget(limit, left - flying, reset_ms)
+            else:
+                b.left, b.limit = min(b.left, left - flying), limit
 
 
 class _Session(HTTP):
@@ -116,6 +193,7 @@ class BybitClient:
         base_url: str | None = None,
         timeout_sec: float = 10.0,
         recv_window_ms: int = 5000,
+        rate_reserve: int = 1,
     ) -> None:
         self.venue = venue
         self._keys = keys
@@ -125,6 +203,7 @@ class BybitClient:
         self.offset_ms = 0
         self._local = threading.local()
         self.auth_failure: str = ""  # set once Bybit refused the keys: no further private calls
+        self.pacer = Pacer(self.now_ms, rate_reserve)
 
     def __repr__(self) -> str:
         return f"BybitClient({self.venue}, {self.endpoint})"
@@ -153,6 +232,7 @@ class BybitClient:
                 force_retry=False,
                 log_requests=False,
                 logging_level=logging.WARNING,
+                return_response_headers=True,  # the rate-limit counters (Pacer)
             )
             s.endpoint = self.endpoint
             self._local.session = s
@@ -169,7 +249,7 @@ class BybitClient:
         if private and self._keys is None:
             raise AuthError("no Bybit API key configured (BYBIT_API_KEY/BYBIT_API_SECRET or SCALPDESK_BYBIT_KEY_FILE)")
         try:
-            reply = getattr(self.session(), method)(**params)
+            reply = self._send(method, private, params)
         except InvalidRequestError as e:
             code = int(e.status_code)
             msg = self.scrub(str(e.message))
@@ -202,6 +282,24 @@ class BybitClient:
             raise NoAnswer("unexpected answer from Bybit")
         result = reply.get("result")
         return result if isinstance(result, dict) else {}
+
+    def _send(self, method: str, private: bool, params: dict[str, Any]) -> Any:
+        """The request through pybit, paced by the endpoint's budget (private endpoints)."""
+        if not private:
+            reply = getattr(self.session(), method)(**params)
+            return reply[0] if isinstance(reply, tuple) else reply
+        self.pacer.before(method, exit_=bool(params.get("reduceOnly")))
+        headers = None
+        try:
+            reply = getattr(self.session(), method)(**params)
+            if isinstance(reply, tuple):  # (json, elapsed, headers): return_response_headers
+                reply, headers = reply[0], reply[-1]
+            return reply
+        except InvalidRequestError as e:
+            headers = e.resp_headers
+            raise
+        finally:
+            self.pacer.after(method, headers)
 
     def sync_time(self) -> int:
         """Measure the offset to Bybit's clock (/v5/market/time); returns it in ms."""

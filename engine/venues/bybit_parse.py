@@ -83,6 +83,12 @@ def kline(row: list[Any]) -> Kline:
                  volume=f(row[5]))
 
 
+def ws_kline(row: dict[str, Any]) -> Kline:
+    """A candle of the kline stream ({start, open, high, low, close, volume, confirm, ...})."""
+    return Kline(start=int(row["start"]) / 1000, open=f(row.get("open")), high=f(row.get("high")),
+                 low=f(row.get("low")), close=f(row.get("close")), volume=f(row.get("volume")))
+
+
 def ticker(row: dict[str, Any]) -> Ticker:
     last = f(row.get("lastPrice"))
     return Ticker(
@@ -96,7 +102,8 @@ def ticker(row: dict[str, Any]) -> Ticker:
 
 
 def position(row: dict[str, Any]) -> VenuePosition | None:
-    """An open position, or None for a flat slot (size "0", side "")."""
+    """An open position, or None for a flat slot (size "0", side ""). The REST list says
+    avgPrice, the position stream entryPrice."""
     size = f(row.get("size"))
     if size <= 0 or row.get("side") not in ("Buy", "Sell"):
         return None
@@ -104,7 +111,7 @@ def position(row: dict[str, Any]) -> VenuePosition | None:
         symbol=row["symbol"],
         side=side_of_bybit(row["side"]),
         size=size,
-        entry_price=f(row.get("avgPrice")),
+        entry_price=f(row.get("avgPrice")) or f(row.get("entryPrice")),
         mark_price=f(row.get("markPrice")),
         leverage=f(row.get("leverage"), 1.0) or 1.0,
         unrealised_pnl=f(row.get("unrealisedPnl")),

@@ -197,6 +197,14 @@ class FakeBybit:
         self.observers: list[Callable[[str, str, dict[str, Any]], None]] = []  # (phase, path, params)
         self._seq = 0
         self.kline_holes: list[tuple[int, int]] = []  # [start_ms, end_ms): history with no candles (an outage)
+        # What the WebSocket fake pushes: (kind, payload) for "ticker" (symbol), "order" (row),
+        # "execution" (row), "position" (symbol), "wallet" (None); called under the lock.
+        self.listeners: list[Callable[[str, Any], None]] = []
+        # Per-path request limits per 1-second window (X-Bapi-Limit headers, 10006 past them);
+        # empty: no limit, the headers say 9 left of 10 as before.
+        self.rate_limits: dict[str, int] = {}
+        self._windows: dict[str, tuple[int, int]] = {}  # path -> (window end ms, requests in it)
+        self.rate_refused = 0  # requests answered 10006 by rate_limits
 
     # --- test controls ------------------------------------------------------------
 
@@ -241,9 +249,34 @@ class FakeBybit:
         """Move the last price; fills whatever TP/SL/trailing/liquidation it crosses."""
         with self.lock:
             self.prices[symbol] = price
+            self._push("ticker", symbol)
             for key, p in list(self.positions.items()):
                 if p.symbol == symbol:
                     self._check_triggers(key, p, price)
+
+    def _push(self, kind: str, payload: Any) -> None:
+        for fn in list(self.listeners):
+            fn(kind, payload)
+
+    def limit_headers(self, path: str) -> tuple[dict[str, str], bool]:
+        """The rate-limit headers of a request to `path` now, and whether it is over the
+        limit (counted per 1-second window, as Bybit's per-UID limits)."""
+        now = int(time.time() * 1000)
+        with self.lock:
+            limit = self.rate_limits.get(path)
+            if limit is None:
+                return {"X-Bapi-Limit": "10", "X-Bapi-Limit-Status": "9",
+                        "X-Bapi-Limit-Reset-Timestamp": str(now + 1000)}, False
+            end, used = self._windows.get(path, (0, 0))
+            if now >= end:
+                end, used = now + 1000, 0
+            used += 1
+            self._windows[path] = (end, used)
+            over = used > limit
+            if over:
+                self.rate_refused += 1
+            return {"X-Bapi-Limit": str(limit), "X-Bapi-Limit-Status": str(max(limit - used, 0)),
+                    "X-Bapi-Limit-Reset-Timestamp": str(end)}, over
 
     def orders_for(self, symbol: str | None = None, user_only: bool = True) -> list[dict[str, Any]]:
         with self.lock:
@@ -505,6 +538,7 @@ class FakeBybit:
             pos.trail_best = last
         if not changed:
             raise BybitError(34040, "not modified")
+        self._push("position", pos.symbol)
         return {}
 
     # --- orders -------------------------------------------------------------------
@@ -638,12 +672,19 @@ class FakeBybit:
                 size = pos.size + opening
                 pos.entry = (pos.entry * pos.size + price * opening) / size
                 pos.size, pos.open_fee = size, pos.open_fee + fee * opening / qty
-        self.executions.append({
-            "symbol": sym, "orderId": order["orderId"], "orderLinkId": link, "side": side, "execPrice": num(price),
-            "execQty": num(qty), "execFee": num(fee), "execType": exec_type, "createType": create_type,
-            "stopOrderType": stop_type, "execTime": str(int(now * 1000)), "closedSize": num(closed),
-            "orderQty": num(ordered), "leavesQty": "0", "_t": now,
-        })
+        execution = {
+            "category": "linear", "symbol": sym, "execId": self._new_id(), "orderId": order["orderId"],
+            "orderLinkId": link, "side": side, "execPrice": num(price), "execQty": num(qty), "execFee": num(fee),
+            "execType": exec_type, "createType": create_type, "stopOrderType": stop_type,
+            "execTime": str(int(now * 1000)), "closedSize": num(closed), "orderQty": num(ordered),
+            "leavesQty": "0", "_t": now,
+        }
+        self.executions.append(execution)
+        # The streams, as Bybit pushes them: the fill, the order, the position, the wallet.
+        self._push("execution", execution)
+        self._push("order", order)
+        self._push("position", sym)
+        self._push("wallet", None)
         return order
 
     def _check_triggers(self, key: tuple[str, int], pos: Pos, price: float) -> None:

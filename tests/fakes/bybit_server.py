@@ -95,6 +95,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "delay_before":
                 time.sleep(fault.seconds)
+        headers: dict[str, str] = {}
+        if path not in PUBLIC:
+            headers, over = ex.limit_headers(path)
+            if over:  # past the limit: refused, not processed, with the headers that said so
+                self._answer({"retCode": 10006, "retMsg": "Too many visits!", "result": {}}, headers)
+                return
         hold = fault.seconds if fault is not None and fault.kind == "hold" else 0.0
         reply = self._process(ex, method, path, query, body, params, hold)
         if reply is None:  # held past the signature check, then dropped
@@ -105,10 +111,6 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "http_after":  # a gateway error after the work was done
             self._send(fault.status, b"<html><body>bad gateway</body></html>", "text/html")
             return
-        headers = {}
-        if path not in PUBLIC:
-            headers = {"X-Bapi-Limit": "10", "X-Bapi-Limit-Status": "9",
-                       "X-Bapi-Limit-Reset-Timestamp": str(int(time.time() * 1000) + 1000)}
         try:
             self._answer(reply, headers)
         except OSError:
