@@ -131,12 +131,13 @@ class ScalpDeskApp(App[int]):
     ]
 
     def __init__(self, socket: Path, settings: Settings, *, clock: Clock | None = None, freeze_gc: bool = False,
-                 prepare: Callable[[], Awaitable[object]] | None = None) -> None:
+                 prepare: Callable[[], Awaitable[object]] | None = None, notice: str = "") -> None:
         """socket: the engine's; settings: this console's (the state directory, the journal's
         start equity); clock: the engine's market clock when it is in this process (tests),
         else followed from the engine's hello; prepare: awaited before attaching (tests
-        start their engine's socket in the app's own loop)."""
+        start their engine's socket in the app's own loop); notice: a warning shown on start."""
         super().__init__()
+        self._notice = notice
         self.settings = settings
         self.freeze_gc = freeze_gc
         self.link = EngineLink(socket, self._from_engine, self._link_status, on_replayed=self._replayed)
@@ -194,6 +195,8 @@ class ScalpDeskApp(App[int]):
         self.set_interval(TICK_SEC, self._tick)
         self._tick()
         self.decisions.pending.focus()
+        if self._notice:
+            self.notify(self._notice, severity="warning", timeout=15)
         self.run_worker(self._attach(), name="engine-link", exit_on_error=False)
 
     async def _attach(self) -> None:
@@ -641,10 +644,17 @@ def run_console(settings: Settings, argv: list[str] | None = None) -> int:
 
     path = socket_path(settings)
 
+    notice = ""
+
     async def ensure() -> str:
+        nonlocal notice
         client = EngineClient(path, role="status")
         try:
-            await client.connect()
+            hello = await client.connect()
+            flags = engine_flags(argv or [])
+            if flags:
+                notice = (f"The engine already runs (pid {hello.pid}) and keeps the settings it was started with: "
+                          f"{' '.join(flags)} not applied. `scalpdesk stop`, then start again to change them.")
             return ""
         except Refused as e:
             return str(e)
@@ -663,5 +673,23 @@ def run_console(settings: Settings, argv: list[str] | None = None) -> int:
     if problem:
         print(f"scalpdesk: {problem}", file=sys.stderr)
         return 2
-    app = ScalpDeskApp(path, settings, freeze_gc=True)
+    app = ScalpDeskApp(path, settings, freeze_gc=True, notice=notice)
     return app.run() or 0
+
+
+def engine_flags(argv: list[str]) -> list[str]:
+    """The flags of a `scalpdesk` command line that set the engine's settings (all but
+    where its state and config are, which choose the engine rather than set it)."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--state-dir", "--config"):
+            skip = "=" not in arg
+            continue
+        if arg.startswith("--"):
+            value = "" if "=" in arg or i + 1 >= len(argv) or argv[i + 1].startswith("--") else " " + argv[i + 1]
+            out.append(arg + value)
+    return out

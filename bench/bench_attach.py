@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_console import Term, loaded_engine, me  # noqa: E402
+from engine.protocol import SOCKET_FILE  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -57,7 +58,6 @@ class EngineThread:
         self.loop.run_until_complete(self._main())
 
     async def _main(self) -> None:
-        from engine.protocol import SOCKET_FILE
         from engine.service import EngineService
 
         self.engine = loaded_engine(self.state_dir)
@@ -174,7 +174,7 @@ def main() -> None:
         state = Path(tmp) / "state"
         engine = EngineThread(state)
         try:
-            reader = SocketReader(state / "scalpdesk.sock")
+            reader = SocketReader(state / SOCKET_FILE)
             cmd, env = console_cmd(state)
             console = Term(cmd, env)
             if console.expect(b"B099USDT", 120, since_now=False) is None:

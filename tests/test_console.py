@@ -574,3 +574,17 @@ async def test_enter_never_confirms_a_force_close(rig):
         assert isinstance(app.screen, ConfirmScreen) and [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
         await pilot.press("escape")
         assert not isinstance(app.screen, ConfirmScreen)
+
+
+def test_only_the_flags_that_set_the_engine_are_reported_as_not_applied():
+    assert console.engine_flags(["--state-dir", "/s", "--config=/c.toml"]) == []
+    assert console.engine_flags(["--mode", "auto", "--state-dir=/s", "--headless"]) == ["--mode auto", "--headless"]
+    assert console.engine_flags(["--speed=10", "--config", "/c.toml", "--seed", "3"]) == ["--speed=10", "--seed 3"]
+
+
+async def test_a_console_attaching_to_a_running_engine_says_its_flags_were_not_applied(rig):
+    app = make_app(rig, notice="The engine already runs (pid 1) and keeps the settings it was started with: "
+                               "--mode auto not applied.")
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        assert any("--mode auto not applied" in t for t in toasts(app))

@@ -348,12 +348,10 @@ def figures_line(total: Counter) -> str:
 
 
 def test_sigkill_at_every_point_of_an_open_then_a_trading_restart(tmp_path):
-    started = time.monotonic()
     total, errors = run_all(SCENARIOS, tmp_path, workers=len(SCENARIOS))
     print("\n" + figures_line(total))
     assert errors == {}, errors
     assert total["rounds"] == len(SCENARIOS) and total["opens"] >= len(SCENARIOS) - 3
-    assert time.monotonic() - started < 90
 
 
 @pytest.mark.skipif(not os.environ.get("KILL_ROUNDS"), reason="opt-in: KILL_ROUNDS=N for N randomised rounds")
