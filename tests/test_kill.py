@@ -124,12 +124,13 @@ class Scenario:
     start_delay: float = 0.0  # start after the others' processes started (timing-exact replays)
 
 
-def gate_then_kill(path: str, phase: str, then: str = "process") -> Callable[[Run], Callable[[], None]]:
+def gate_then_kill(path: str, phase: str, then: str = "process", after: float = 0.0) -> Callable[[Run], Callable[[], None]]:
     def arm(run: Run) -> Callable[[], None]:
         gate = run.srv.exchange.gate(path, phase, then)
 
         def fire() -> None:
             assert gate.reached.wait(25), f"{path} never {phase}"
+            time.sleep(after)
             run.a.kill()  # type: ignore[union-attr]
         return fire
     return arm
@@ -193,6 +194,13 @@ def land_after_restart_reconciled(run: Run, b: Proc) -> None:
     wait_until(lambda: b.saw('"code":"RECONCILED"') or b.saw('"code":"ADOPTED"'), 10, "the late fill to be found")
 
 
+def land_once_the_restart_blocked(run: Run, b: Proc) -> None:
+    # The held create lands once the restart has refused its own entry for it (inside the
+    # 20 s recv_window): issue 9's sequence 1 without betting on how fast a restart is.
+    wait_until(lambda: b.saw("ORDER_IN_FLIGHT"), 25, "the restart to block its entry")
+    run.srv.exchange.release_all()
+
+
 WINDOW_20S = {"SCALPDESK_BYBIT_RECV_WINDOW_MS": "20000"}
 
 SCENARIOS = [
@@ -210,14 +218,15 @@ SCENARIOS = [
              after_kill=lambda run: None, during_b=land_after_restart_reconciled, a_lands=True, b_mode="approve",
              b_run=8.0),
     # Issue 9, sequence 1, replayed: killed 0.3 s after the open was sent, the exchange
-    # holding it 9 s inside a 20 s recv_window, longer than the restart takes; the restart
-    # wants the same side (a second long) or the other side (a long netting the late short).
-    # (They start once the other scenarios' processes are up: on 2 busy cores a restart
-    # started with a dozen others takes longer than the 9 s the exchange holds the order.)
-    Scenario("held 9 s, restart wants the same side (sequence 1)", hold_then_kill(9.0, 0.3), env=WINDOW_20S,
-             a_lands=True, b_run=13.0, b_blocks=True, start_delay=12.0),
-    Scenario("held 9 s, short, restart wants a long (sequence 1, a short instead)", hold_then_kill(9.0, 0.3),
-             env=WINDOW_20S, a_side=-1, b_side=1, a_lands=True, b_run=13.0, b_blocks=True, start_delay=14.0),
+    # holding it inside a 20 s recv_window until the restart has decided; the restart wants
+    # the same side (a second long) or the other side (a long netting the late short).
+    Scenario("held past the restart's entry, same side (sequence 1)", gate_then_kill(CREATE, "accepted", after=0.3),
+             env=WINDOW_20S, after_kill=lambda run: None, during_b=land_once_the_restart_blocked, a_lands=True,
+             b_run=16.0, b_blocks=True),
+    Scenario("held past the restart's entry, short, restart wants a long (sequence 1)",
+             gate_then_kill(CREATE, "accepted", after=0.3), env=WINDOW_20S, a_side=-1, b_side=1,
+             after_kill=lambda run: None, during_b=land_once_the_restart_blocked, a_lands=True, b_run=16.0,
+             b_blocks=True),
     Scenario("held 4 s, long, restart wants a short", hold_then_kill(4.0, 0.1), env={"SCALPDESK_BYBIT_RECV_WINDOW_MS": "5000"},
              a_side=1, b_side=-1, a_lands=True, b_run=9.0),
     Scenario("after the answer (held)", gate_then_kill(CREATE, "answered"), a_lands=True),
