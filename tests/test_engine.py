@@ -127,9 +127,7 @@ async def test_auto_mode_executes_and_blocks_with_reasons(rig):
     assert [p.symbol for p in rig.venue.positions()] == ["BTCUSDT"]
     blocked = decisions(rig, "BLOCKED")
     assert len(blocked) == 1 and "LOW_CONFIDENCE" in blocked[0].review.reasons
-    # all three trends up: the short's 0.10 is cut by multi-timeframe confirmation
-    assert ("ETHUSDT OPEN_SHORT BLOCKED: confidence 0.00 under 0.5 (0.10 as proposed, before multi-timeframe "
-            "confirmation)") == blocked[0].message
+    assert "ETHUSDT OPEN_SHORT BLOCKED: confidence 0.10 under 0.5" == blocked[0].message
 
 
 async def test_reverse_is_executed_as_close(rig):
@@ -146,7 +144,6 @@ async def test_reverse_is_executed_as_close(rig):
 
 
 async def test_pause_blocks_entries_but_not_exits(rig):
-    rig.settings.dynamic_time_limit = False  # the decision's 1800 s limit, as it asked
     await rig.engine.start(schedule=False)
     rig.engine.set_mode("auto")
     rig.decider.push(long_btc())

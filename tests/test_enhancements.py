@@ -140,7 +140,7 @@ def _meta(symbol="ETHUSDT"):
 
 
 def test_the_losing_streak_lengthens_the_cooldown_a_win_resets_it_and_a_restart_keeps_it(tmp_path):
-    rig = make_rig(tmp_path / "s")
+    rig = make_rig(tmp_path / "s", adaptive_cooldown=True)
     book = rig.engine.executor.book
 
     def close(pnl, symbol="ETHUSDT"):
@@ -156,7 +156,7 @@ def test_the_losing_streak_lengthens_the_cooldown_a_win_resets_it_and_a_restart_
     won = close(+5)
     assert won.cooldown_sec == 300 and won.cooldown_why == ""
     close(-5)
-    again = rig.reopen()  # the streak is read from the journal
+    again = rig.reopen(adaptive_cooldown=True)  # the streak is read from the journal
     try:
         again.store.put_position(_meta())
         assert again.engine.executor.book.record_close(_meta(), 99.0, -5, CloseReason.STOP_LOSS).cooldown_sec == 675

@@ -128,7 +128,6 @@ async def test_rows_update_in_place_with_the_latest_decision_and_its_reason(rig)
 
 
 async def test_a_cooldown_counts_down_in_the_row_and_goes(rig, monkeypatch):
-    rig.settings.adaptive_cooldown = False  # the losing close would lengthen the 300 s asked for
     app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
