@@ -317,6 +317,10 @@ class ScalpDeskApp(App[int]):
             self.ring()
             self.notify(f"New entries stopped (exits keep running): {e.degraded}", title="DEGRADED",
                         severity="error", timeout=30)
+        if e.pause_reason and e.pause_reason != self.status.pause_reason and not quiet:
+            self.ring()
+            self.notify(f"New entries paused (exits keep running): {e.pause_reason}. p resumes.",
+                        title="MAX DRAWDOWN", severity="error", timeout=30)
         self.mode, self.venue, self.paused, self.degraded = e.mode, e.venue, e.paused, e.degraded
         self.next_cycle_at = e.next_cycle_at
         s = self.status
@@ -325,6 +329,7 @@ class ScalpDeskApp(App[int]):
         s.feed = e.feed
         s.paused = e.paused
         s.degraded = e.degraded
+        s.pause_reason = e.pause_reason
 
     def ring(self) -> None:
         """The terminal bell: for what needs the trader's eyes now."""

@@ -255,6 +255,8 @@ def _trade_lines(t: Trade) -> str:
     ]
     if t.cooldown_sec is not None:
         lines.append(f"cooldown {fmt.duration(t.cooldown_sec)} after the close")
+        if t.cooldown_why:  # the adaptive cooldown changed it
+            lines.append(f"         {t.cooldown_why}")
     lines.append(f"intent   {t.intent_id or '— (adopted position)'}")
     return "\n".join(lines)
 

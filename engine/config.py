@@ -129,6 +129,36 @@ class Settings(BaseSettings):
     # a trailing stop, once armed, trails the best price by this distance (percent of price)
     trail_distance_pct: float = Field(0.5, gt=0, le=10)
 
+    # risk limits (guardrails that block entries, never exits; 0 switches one off)
+    # DAILY_LOSS_LIMIT: equity this many percent below the day's starting equity (00:00 UTC,
+    # realised and unrealised) blocks entries until the next UTC day
+    daily_loss_limit_pct: float = Field(3.0, ge=0, le=100)
+    # MAX_DRAWDOWN: equity this many percent below its peak pauses entries until the operator resumes
+    max_drawdown_pct: float = Field(10.0, ge=0, le=100)
+    # MAX_TRADES_PER_DAY: positions opened since 00:00 UTC
+    max_trades_per_day: int = Field(30, ge=0, le=1000)
+    # FEES_EXCEED_EDGE: a take profit must clear the round trip (taker fee and slippage, both
+    # sides) this many times over
+    fee_edge_multiple: float = Field(2.0, ge=0, le=50)
+    # the costs of a trade: the guard above reckons with them, and the paper venue (sim, paper,
+    # replay) charges them; Bybit's taker fee is 0.055 %
+    taker_fee_pct: float = Field(0.055, ge=0, le=1)
+    slippage_bps: float = Field(2.0, ge=0, le=100)
+
+    # the original system's "future enhancements" (engine.enhance), each can be switched off
+    # the time limit scales with ATR(1m) against its median of the last 24 h (higher volatility,
+    # shorter limit), within time_limit_min_sec–time_limit_max_sec
+    dynamic_time_limit: bool = True
+    # after a loss the cooldown grows by this factor per loss in a row of the symbol, within
+    # cooldown_min_sec–cooldown_max_sec; a win resets it
+    adaptive_cooldown: bool = True
+    cooldown_loss_factor: float = Field(1.5, ge=1, le=10)
+    # multi-timeframe confirmation: two of the 1m/5m/15m trends with the side leave the
+    # confidence as it is, three raise it a step, each one short of two and each against cut
+    # a step; before leverage and size are derived from it
+    mtf_confirmation: bool = True
+    mtf_confidence_step: float = Field(0.05, ge=0, le=0.5)
+
     # Bybit (testnet, demo, live; paper reads its prices). Keys from the environment or a
     # key file that must be mode 0600 (two lines: key, secret).
     bybit_api_key: SecretStr | None = Field(None, validation_alias=_legacy("bybit_api_key"))

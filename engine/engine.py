@@ -59,6 +59,7 @@ from engine.models import (
     Verdict,
 )
 from engine.monitor import Monitor
+from engine.risk import RiskBook
 from engine.store import StateStore
 from engine.timers import Timers, timers_for
 from engine.today import Today, next_day
@@ -162,6 +163,7 @@ class Engine:
         self.executor = Executor(store, venue, clock, settings, self.emit)
         self.monitor = Monitor(store, venue, self.executor, clock, settings, self.emit)
         self.marks: LiveMarks | None = None  # once started: marks that tick, venue-side closes seen at once
+        self.risk = RiskBook(store, settings)  # the account-wide limits' memory (survives restarts)
 
     # --- events -----------------------------------------------------------------
 
@@ -205,6 +207,8 @@ class Engine:
             self.seq += 1
             if isinstance(event, PositionClosed):
                 self.today.count(event.trade.closed_at, event.trade.pnl, self.clock.now())
+            if isinstance(event, PositionOpened) and not event.meta.adopted:
+                self.risk.opened(self.clock.now())  # MAX_TRADES_PER_DAY counts our opens
             if isinstance(event, (PositionOpened, PositionClosed)):
                 self._soon(self._arm_exits)  # whoever opened or closed it, its exit timer follows
             if event.kind in LAST_OF_KIND:
@@ -224,8 +228,11 @@ class Engine:
         self._log(level, message, code)
 
     def state_event(self) -> EngineState:
+        why = self.risk.pause_reason
         if self.degraded:
             text = f"engine degraded (no new entries; exits keep running): {self.degraded}"
+        elif why and not self.paused:
+            text = f"engine paused by a risk limit, mode {self.mode.upper()}: {why}"
         else:
             text = f"engine {'paused' if self.paused else 'running'}, mode {self.mode.upper()}"
         return EngineState(
@@ -235,8 +242,9 @@ class Engine:
             code="STATE",
             mode=self.mode,
             venue=self.venue.name,
-            paused=self.paused,
+            paused=self.paused or bool(why),
             degraded=self.degraded,
+            pause_reason=why,
             next_cycle_at=self.next_cycle_at,
             ticks={s: i.tick_size for s, i in self.instruments.items()},
             feed=self.marks.status if self.marks is not None else "",
@@ -276,6 +284,9 @@ class Engine:
         await self._guard(self._reconcile)
         await self._io(self.today.rebuild, self.store, self.clock.now())
         await self._io(self.decisions.load, set(self.pending))
+        if self.risk.pause_reason:
+            self._log("warning", f"new entries are PAUSED since before this start: {self.risk.pause_reason}; "
+                      "resume (p) to trade again", "MAX_DRAWDOWN")
         await self.publish_account()
         self._arm_jobs()
         self._arm_exits()
@@ -441,9 +452,15 @@ class Engine:
         now = self.clock.now()
         self.today.roll(now)
         self._balance = balance
+        await self._look_risk(balance.equity)
         self.emit(AccountUpdated(ts=now, level="debug", balance=balance, realised_today=self.today.pnl,
                                  trades_today=self.today.trades))
         self._publish_blocks()
+
+    async def _look_risk(self, equity: float) -> None:
+        """The risk limits see the equity now (a new day's start, the peak, a limit crossed)."""
+        if await self._io(self.risk.look, self.clock.now(), equity, self._log):
+            self._publish_state()  # MAX_DRAWDOWN paused entries: the status bar says so
 
     # --- the market -----------------------------------------------------------------
 
@@ -486,6 +503,7 @@ class Engine:
             features=snap.symbols,
             instruments=self.instruments,
             paused=self.paused,
+            limits=self.risk.limits(),
         )
         blocks = self._entry_blocks(ctx)
         key = _blocks_key(blocks)
@@ -503,6 +521,7 @@ class Engine:
             instruments=self.instruments,
             paused=self.paused or bool(self.degraded),
             in_flight=self.executor.in_flight(),
+            limits=self.risk.limits(),
         )
 
     async def run_decision_cycle(self) -> None:
@@ -531,6 +550,7 @@ class Engine:
                 self._log("error", f"market snapshot failed: {e}; cycle skipped", "VENUE_ERROR")
                 return
             self.last_snapshot = snap
+            await self._look_risk(snap.balance.equity)
             self._publish_market(snap)
             self._deciding = True
             try:
@@ -776,6 +796,13 @@ class Engine:
     def pause(self, paused: bool) -> CommandResult:
         self.paused = paused
         self._log("warning", "new entries PAUSED (exits keep working)" if paused else "new entries resumed", "PAUSE")
+        if not paused:
+            # Resuming lifts a MAX_DRAWDOWN pause too; the peak starts again from the equity now.
+            equity = self._balance.equity if self._balance is not None else None
+            lifted = self.risk.resume(equity)
+            if lifted:
+                self._log("warning", f"MAX_DRAWDOWN pause lifted by the operator ({lifted}); the drawdown is "
+                          f"measured from {equity or 0:.2f} USDT from now on", "MAX_DRAWDOWN")
         self._publish_state()
         self._publish_blocks()
         return CommandResult.done("paused" if paused else "resumed")

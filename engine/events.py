@@ -95,6 +95,7 @@ class EngineState(BaseEvent):
     venue: str
     paused: bool
     degraded: str = ""  # the reason, empty when healthy
+    pause_reason: str = ""  # why entries are paused when a risk limit paused them (MAX_DRAWDOWN)
     next_cycle_at: float | None = None
     ticks: dict[str, float] = {}  # each symbol's price tick: prices are written to it
     feed: str = ""  # where marks come from: live, polling, stale ("": no ticking marks, e.g. a replay)

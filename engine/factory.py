@@ -10,6 +10,7 @@ from engine.deciders.base import Decider
 from engine.deciders.rules import RuleDecider
 from engine.engine import Engine
 from engine.models import PaperAccount
+from engine.risk import paper_costs
 from engine.store import StateStore
 from engine.venues.base import Venue
 from engine.venues.paper import PaperVenue
@@ -41,14 +42,14 @@ def build_venue(settings: Settings, clock: Clock, store: StateStore | None = Non
         anchor = now - now % 86_400
         feed = SimFeed(list(settings.symbols), seed=settings.sim_seed, start=anchor)
         feed.feed_time_at(anchor)  # the feed's time is the clock's time
-        return PaperVenue(feed, clock, equity=settings.paper_equity, name="sim", account=book)
+        return PaperVenue(feed, clock, equity=settings.paper_equity, name="sim", account=book, **paper_costs(settings))
     if settings.venue == "paper":
         # Live prices from Bybit's public market endpoints (no keys), simulated fills.
         from engine.venues.bybit_feed import BybitFeed
 
         feed = BybitFeed.from_settings(settings)
         return PaperVenue(feed, clock, equity=settings.paper_equity, name="paper", instruments=feed.instruments(),
-                          account=book)
+                          account=book, **paper_costs(settings))
     # testnet, demo and live trade through Bybit (pybit).
     from engine.venues.bybit import BybitVenue
     from engine.venues.keys import load_keys

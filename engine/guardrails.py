@@ -4,6 +4,12 @@ review() returns a Review: EXECUTE, CONVERTED, BLOCKED or HOLD, with reason code
 a line per reason an operator understands, each clamp, and for an open the sized
 order. Guardrails block entries only; a CLOSE always goes through when there is
 something to close.
+
+The order for an open: multi-timeframe confirmation moves the confidence (engine.enhance);
+the entry rules (this module's and the account-wide limits of engine.risk) and
+LOW_CONFIDENCE judge it; the parameters are clamped, leverage and size derived from that
+confidence, the time limit scaled by volatility; FEES_EXCEED_EDGE refuses a take profit
+that does not clear the round trip's costs; the order is sized.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from engine import enhance, risk
 from engine.config import Settings
 from engine.units import floor_to_step, round_to_tick
 from engine.models import (
@@ -44,6 +51,10 @@ QTY_TOO_SMALL = "QTY_TOO_SMALL"
 PAUSED = "PAUSED"
 BAD_PRICE = "BAD_PRICE"
 ORDER_IN_FLIGHT = "ORDER_IN_FLIGHT"
+DAILY_LOSS_LIMIT = risk.DAILY_LOSS_LIMIT
+MAX_DRAWDOWN = risk.MAX_DRAWDOWN
+MAX_TRADES_PER_DAY = risk.MAX_TRADES_PER_DAY
+FEES_EXCEED_EDGE = risk.FEES_EXCEED_EDGE
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class ReviewContext:
     # symbol -> an order of ours whose outcome is not known yet (it may still land),
     # as a line for the operator; no entry of that symbol, either side, meanwhile.
     in_flight: dict[str, str] = field(default_factory=dict)
+    # the account-wide limits' memory (day's start, opens, peak, a drawdown pause); None: no limits
+    limits: risk.Limits | None = None
 
 
 def _clamp(
@@ -113,18 +126,31 @@ def review(decision: Decision, ctx: ReviewContext, s: Settings) -> Review:
 
     reasons: list[str] = []
     detail: list[str] = []
+    clamps: list[Clamp] = []
 
     def block(code: str, text: str) -> None:
         reasons.append(code)
         detail.append(text)
 
+    # Confirmation first: the confidence it leaves is the one judged and sized on.
+    confidence, mtf = enhance.mtf_confidence(decision.confidence, side, feats, s)
+    if mtf is not None:
+        clamps.append(mtf)
+        decision = decision.model_copy(update={"confidence": confidence})
+
     for b in _entry_checks(sym, side, feats, ctx, s, reversing):
         block(b.code, b.text)
     if decision.confidence < s.min_confidence:
-        block(LOW_CONFIDENCE, f"confidence {decision.confidence:.2f} under {s.min_confidence:g}")
+        was = f" ({mtf.original:.2f} as proposed, before multi-timeframe confirmation)" if mtf is not None else ""
+        block(LOW_CONFIDENCE, f"confidence {decision.confidence:.2f} under {s.min_confidence:g}{was}")
 
-    clamps: list[Clamp] = []
     final = _clamped(decision, feats, inst, s, clamps)
+    floor = risk.fee_floor_pct(s)
+    if final.tp_pct is not None and final.tp_pct < floor:
+        # Refused, not clamped: a wider TP than the decider chose is a different trade.
+        block(FEES_EXCEED_EDGE, f"FEES_EXCEED_EDGE: TP {final.tp_pct:g}% does not clear {s.fee_edge_multiple:g}× "
+              f"the round trip {risk.round_trip_pct(s):.3f}% (taker fee {s.taker_fee_pct:g}% and slippage "
+              f"{s.slippage_bps:g} bps, both sides) = {floor:.3f}%")
     plan, size_reasons = _size(final, side, feats, inst, ctx.balance, s)
     for code, text in size_reasons:
         block(code, text)
@@ -184,13 +210,14 @@ def _entry_checks(sym: str, side: Side, feats: SymbolFeatures, ctx: ReviewContex
             CONFLICTING_SIGNALS,
             f"CONFLICTING_SIGNALS: 1m trend {feats.trend_1m:+d} against 15m trend {feats.trend_15m:+d}",
         )
+    out += risk.limit_blocks(ctx.limits, ctx.balance.equity, ctx.now, s)
     return out
 
 
 def entry_blocks(symbol: str, ctx: ReviewContext, s: Settings) -> list[EntryBlock]:
     """What an OPEN of `symbol` (long or short) would meet now: cooldown, pause, an open
     position (no pyramiding, one-way), max positions, margin, crash guard, conflicting
-    signals. Empty when nothing blocks an entry (a decision can still be refused for its
+    signals, the account-wide risk limits. Empty when nothing blocks an entry (a decision can still be refused for its
     own confidence or size). For the console's market watch; review() applies the same rules."""
     feats = ctx.features.get(symbol)
     if feats is None or symbol not in ctx.instruments:
@@ -251,6 +278,10 @@ def _clamped(
         limit = s.default_time_in_trade_limit_sec
     else:
         limit = int(_clamp("time_in_trade_limit_sec", d.time_in_trade_limit_sec, s.time_limit_min_sec, s.time_limit_max_sec, clamps))
+    # The decider's limit or the default alike: neither knew how fast this hour moves against the day.
+    limit, dyn = enhance.dynamic_time_limit(limit, feats, s)
+    if dyn is not None:
+        clamps.append(dyn)
     if d.cooldown_sec is None:
         cooldown = min(max(s.default_cooldown_sec, s.cooldown_min_sec), s.cooldown_max_sec)
     else:

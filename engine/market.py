@@ -27,6 +27,7 @@ KEEP_5M = 100
 KEEP_15M = 100
 # What a cold start reads from the venue: the deciders want 100 × 15m of history.
 LOAD = {1: KEEP_1M, 5: KEEP_5M, 15: KEEP_15M}
+ATR_MEDIAN_1M = 1440  # ATR(1m) samples (one per closed 1m candle: 24 h) behind its median
 FLAT_PCT = 0.02  # a fast EMA within this many percent of the slow one is no trend
 MINUTE = 60
 
@@ -160,6 +161,10 @@ class SymbolMarket:
         self.symbol = symbol
         self.m1, self.m5, self.m15 = Frame(KEEP_1M), Frame(KEEP_5M), Frame(KEEP_15M)
         self._f5, self._f15 = _Fold(300, self.m5), _Fold(900, self.m15)
+        # ATR(1m) in percent of the close, per closed 1m candle once the ATR is seeded: the
+        # dynamic time limit compares the ATR now with its median of the last 24 h.
+        self.atr_hist: deque[float] = deque(maxlen=ATR_MEDIAN_1M)
+        self._median: tuple[float | None, float] = (None, 0.0)  # (last_1m it was taken at, median)
 
     @classmethod
     def from_klines(cls, symbol: str, k1: Sequence[Kline], k5: Sequence[Kline], k15: Sequence[Kline]) -> SymbolMarket:
@@ -185,10 +190,23 @@ class SymbolMarket:
             if last is not None and r[0] <= last:
                 continue
             self.m1.add(r)
+            if self.m1.atr.n >= self.m1.atr.period and r[4] > 0:
+                self.atr_hist.append(self.m1.atr.value / r[4] * 100.0)
             self._f5.add(r)
             self._f15.add(r)
             n += 1
         return n
+
+    def atr_median_1m(self) -> float:
+        """Median ATR(1m) % of the last 24 h of candles (fewer after a cold start), taken
+        once per closed candle: one sort of at most 1,440 numbers a minute."""
+        at, value = self._median
+        if at != self.last_1m:
+            h = sorted(self.atr_hist)
+            n = len(h)
+            value = 0.0 if n == 0 else h[n // 2] if n % 2 else (h[n // 2 - 1] + h[n // 2]) / 2
+            self._median = (self.last_1m, value)
+        return value
 
     def closes_1m(self, last: int = 60) -> list[float]:
         rows = self.m1.rows
@@ -217,6 +235,7 @@ class SymbolMarket:
             spread_pct=(ticker.ask - ticker.bid) / mid * 100.0 if mid else 0.0,
             funding_rate=ticker.funding_rate,
             atr_pct_1m=pct(m1.atr.value),
+            atr_pct_1m_median=self.atr_median_1m(),
             atr_pct_5m=pct(m5.atr.value),
             ret_1m_pct=_ret(closes1, 1),
             ret_5m_pct=_ret(closes1, 5),

@@ -300,6 +300,7 @@ class Trade(Model):
     # pnl is net of fees (as Bybit's closedPnl); fees are the open's and the close's, in USDT.
     fees: float = 0.0
     cooldown_sec: int | None = None  # the cooldown this close started
+    cooldown_why: str = ""  # why it differs from the decision's (the adaptive cooldown), if it does
     decision_id: str | None = None  # the decision that opened the trade
     close_decision_id: str | None = None  # the decision that closed it (AI_CLOSE), if any
 
@@ -472,6 +473,7 @@ class SymbolFeatures(Model):
     spread_pct: float
     funding_rate: float = 0.0
     atr_pct_1m: float  # ATR(14) on 1m candles, in percent of price
+    atr_pct_1m_median: float = 0.0  # median of ATR(14, 1m) % over the last 24 h of 1m candles (0: unknown)
     atr_pct_5m: float
     ret_1m_pct: float
     ret_5m_pct: float
@@ -532,6 +534,23 @@ class PaperAccount(Model):
     closed: list[ClosedTrade] = []
     order_seq: int = 0
     saved_at: float = 0.0
+
+
+# --- what the account-wide risk limits remember (engine.risk) ------------------------------
+
+
+class RiskState(Model):
+    """The risk limits' memory, kept in the state store: a restart neither forgets a limit
+    that tripped nor starts the day or the equity peak again."""
+
+    account: str = "main"  # one record per state directory
+    day: float = 0.0  # 00:00 UTC of the day the day's figures belong to
+    day_start_equity: float = 0.0  # equity at the engine's first look that day (0: not seen yet)
+    opens_today: int = 0  # positions opened that day (MAX_TRADES_PER_DAY)
+    daily_loss_hit: bool = False  # DAILY_LOSS_LIMIT tripped that day: it holds until the next day
+    peak_equity: float = 0.0  # the highest equity seen since the start or the last resume
+    drawdown_pause: str = ""  # MAX_DRAWDOWN paused entries, and why ("": not paused)
+    drawdown_paused_at: float | None = None
 
 
 DecisionRecord.model_rebuild()  # its inputs are SymbolFeatures, defined below it

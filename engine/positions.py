@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from engine.enhance import adaptive_cooldown, losing_streak
 from engine.events import CooldownStarted, LogEvent, PositionClosed, PositionOpened
 from engine.models import (
     ClosedTrade,
@@ -169,6 +170,11 @@ class PositionBook:
         partial = qty is not None and not same_qty(qty, meta.qty) and qty < meta.qty
         closed_qty = qty if partial and qty is not None else meta.qty
         cooldown_sec = meta.cooldown_sec if meta.cooldown_sec is not None else self.settings.default_cooldown_sec
+        cooldown_why = ""
+        if not partial:
+            # The journal says the streak so far (it survives restarts); this close extends or ends it.
+            losses = losing_streak(self.store.trades(limit=200), meta.symbol) + 1 if pnl < 0 else 0
+            cooldown_sec, cooldown_why = adaptive_cooldown(cooldown_sec, losses, meta.symbol, self.settings)
         margin = meta.entry_price * closed_qty / meta.leverage if meta.leverage else 0.0
         trade = Trade(
             symbol=meta.symbol,
@@ -187,6 +193,7 @@ class PositionBook:
             adopted=meta.adopted,
             fees=round(fees, 8),
             cooldown_sec=None if partial else cooldown_sec,
+            cooldown_why=cooldown_why,
             decision_id=meta.decision_id,
             close_decision_id=close_decision_id,
         )
@@ -213,7 +220,8 @@ class PositionBook:
         self.emit(
             CooldownStarted(
                 ts=now,
-                message=f"Cooldown saved for {meta.symbol} {meta.side} ({cooldown_sec}s) after {reason.value}",
+                message=f"Cooldown saved for {meta.symbol} {meta.side} ({cooldown_sec}s) after {reason.value}"
+                + (f" ({cooldown_why})" if cooldown_why else ""),
                 code="COOLDOWN",
                 cooldown=cooldown,
             )

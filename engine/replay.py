@@ -26,6 +26,7 @@ from engine.events import BaseEvent, LogEvent
 from engine.market import KEEP_15M
 from engine.models import CloseReason, reset_ids, sequential_ids
 from engine.report import Report, build_report
+from engine.risk import paper_costs
 from engine.store import StateStore
 from engine.timers import SteppedTimers
 from engine.venues.base import VenueError
@@ -162,7 +163,8 @@ async def run_replay(
     try:
         s = replay_settings(settings, plan, state_dir)
         clock = ManualClock(plan.start)
-        venue = PaperVenue(CandleFeed(plan.series, plan.start), clock, equity=s.paper_equity, name="replay")
+        venue = PaperVenue(CandleFeed(plan.series, plan.start), clock, equity=s.paper_equity, name="replay",
+                           **paper_costs(s))
         store = StateStore(state_dir, history_retention_days=s.history_retention_days, durable=False)
         timers = SteppedTimers(clock)
         engine = Engine(s, store, venue, decider, clock, headless=True, timers=timers, inline_io=True)

@@ -3,7 +3,7 @@
 A state directory holds:
 
     scalpdesk.lock            flock held by the one process using the directory; its pid
-    state.json                hot state: intents, positions, cooldowns (small, rewritten often)
+    state.json                hot state: intents, positions, cooldowns, the paper account, the risk limits (small)
     history/YYYY-MM-DDTHH.json  decisions and journal of one UTC hour (append-mostly, pruned)
 
 History is split by hour so that the frequent hot writes stay small, and a history write
@@ -39,7 +39,16 @@ from tinydb.middlewares import CachingMiddleware
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from engine.models import Cooldown, DecisionRecord, Intent, IntentStatus, PaperAccount, PositionMeta, Trade
+from engine.models import (
+    Cooldown,
+    DecisionRecord,
+    Intent,
+    IntentStatus,
+    PaperAccount,
+    PositionMeta,
+    RiskState,
+    Trade,
+)
 
 STATE_FILE = "state.json"
 LOCK_FILE = "scalpdesk.lock"
@@ -90,6 +99,7 @@ HOT_TABLES = {
     "positions": _Table(PositionMeta, key="symbol"),
     "cooldowns": _Table(Cooldown, key="symbol"),
     "paper": _Table(PaperAccount, key="venue"),
+    "risk": _Table(RiskState, key="account"),
 }
 HISTORY_TABLES = {
     "decisions": _Table(DecisionRecord, stamp="recorded_at"),
@@ -517,6 +527,17 @@ class StateStore:
     @_locked
     def get_paper_account(self, venue: str) -> PaperAccount | None:
         found = [a for a in self._records("paper") if a.venue == venue]
+        return found[0] if found else None
+
+    # --- the risk limits' memory
+
+    @_locked
+    def put_risk(self, state: RiskState) -> None:
+        self._put(self._hot.table("risk"), state.model_dump(mode="json"), Query().account == state.account)
+
+    @_locked
+    def get_risk(self, account: str = "main") -> RiskState | None:
+        found = [r for r in self._records("risk") if r.account == account]
         return found[0] if found else None
 
     # --- history

@@ -60,8 +60,13 @@ class Rig:
         return make_rig(self.store.state_dir, clock=self.clock, feed=self.feed, venue=self.venue, **settings_over)
 
 
+# The rig trades with the decisions' own time limits, cooldowns and confidence, which the tests
+# of everything else state and expect; tests/test_enhancements.py switches the enhancements on.
+ENHANCEMENTS_OFF = {"dynamic_time_limit": False, "adaptive_cooldown": False, "mtf_confirmation": False}
+
+
 def make_rig(state_dir, *, clock=None, feed=None, venue=None, headless=False, decider=None, **settings_over) -> Rig:
-    settings = load_settings(state_dir=state_dir, **settings_over)
+    settings = load_settings(state_dir=state_dir, **{**ENHANCEMENTS_OFF, **settings_over})
     clock = clock or ManualClock()
     feed = feed or SimFeed(SYMBOLS, seed=settings.sim_seed, start=clock.now())
     venue = venue or PaperVenue(feed, clock, equity=settings.paper_equity, name="sim")

@@ -178,6 +178,7 @@ def test_every_clamp_is_recorded(s):
 
 
 def test_leverage_and_size_follow_confidence(s):
+    s = s.model_copy(update={"mtf_confirmation": False})  # the confidence as given (see test_enhancements)
     low = g.review(dec(confidence=0.5, leverage=None, size_pct=None), ctx(), s).decision
     high = g.review(dec(confidence=1.0, leverage=None, size_pct=None), ctx(), s).decision
     assert (low.leverage, low.size_pct) == (3, 8)

@@ -126,6 +126,7 @@ async def test_a_time_exit_fires_at_its_limit_in_market_time(settings):
 
 async def test_a_cooldown_blocks_the_next_entry_for_its_market_time_length(settings, tmp_path):
     s = series("BTCUSDT", [], flat_until=START + 4 * 3600)
+    settings = settings.model_copy(update={"adaptive_cooldown": False})  # the fees make each close a loss
     result = await run_replay(settings, plan_replay([s]), AtTimes(every=long(cooldown_sec=300)),
                               keep_state=tmp_path / "kept")
     first, second = result.report.trade_list[:2]

@@ -438,7 +438,7 @@ def test_check_state_dir_on_a_sound_directory_while_a_store_holds_it(tmp_path: P
         s.add_trade(trade())
         s.add_decision(record(DAY + DAYS + HOUR))
         assert check_state_dir(tmp_path) == [
-            (str(state_file(tmp_path)), True, "1 intents, 1 positions, 0 cooldowns, 0 paper"),
+            (str(state_file(tmp_path)), True, "1 intents, 1 positions, 0 cooldowns, 0 paper, 0 risk"),
             (str(day_file(tmp_path, "2026-01-01T01")), True, "0 decisions, 1 journal"),
             (str(day_file(tmp_path, "2026-01-02T01")), True, "1 decisions, 0 journal"),
         ]

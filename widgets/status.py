@@ -27,6 +27,7 @@ class StatusBar(Vertical):
     feed: var[str] = var("", init=False)
     paused: var[bool] = var(False, init=False)
     degraded: var[str] = var("", init=False)
+    pause_reason: var[str] = var("", init=False)  # a risk limit paused entries (MAX_DRAWDOWN), and why
     pending: var[int] = var(0, init=False)
     clock: var[str] = var("", init=False)
     equity: var[float | None] = var(None, init=False)
@@ -101,6 +102,9 @@ class StatusBar(Vertical):
     def watch_degraded(self) -> None:
         self._state()
 
+    def watch_pause_reason(self) -> None:
+        self._state()
+
     def watch_detached(self) -> None:
         self.set_class(bool(self.detached), "-detached")
         self._state()
@@ -126,8 +130,13 @@ class StatusBar(Vertical):
         label.update(text)
         for s in ("running", "paused", "degraded"):
             label.set_class(s == state, f"-{s}")
-        alert.update(f" Entries stopped: {self.degraded}" if self.degraded else "")
-        alert.display = bool(self.degraded)
+        if self.degraded:
+            alert.update(f" Entries stopped: {self.degraded}")
+        elif self.pause_reason:
+            alert.update(f" Entries paused: {self.pause_reason}; p resumes")
+        else:
+            alert.update("")
+        alert.display = bool(self.degraded or self.pause_reason)
 
     def watch_pending(self) -> None:
         label = self._label("pending")
