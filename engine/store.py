@@ -27,6 +27,7 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice
@@ -347,6 +348,7 @@ class StateStore:
         self._lock = threading.RLock()
         self._closed = True
         self._broken: StoreCorrupt | None = None
+        self._batch_depth = 0  # inside batch(): hot writes wait for its end
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = _acquire_lock(self.state_dir)
         try:
@@ -381,6 +383,33 @@ class StateStore:
         os.ftruncate(self._lock_fd, 0)  # the pid in it would be stale
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         os.close(self._lock_fd)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several hot-state changes as ONE durable write of state.json, at the end of the
+        block (the EXECUTED intent and the metadata of its position). The store's lock is
+        held throughout, so no other thread's write can be folded in and returned as
+        durable before it is; keep the block short and free of venue calls. A crash
+        inside the block leaves the file as it was before it."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the store on {self.state_dir} is closed")
+            storage = self._hot.storage
+            if self._batch_depth == 0 and self.durable:
+                storage.WRITE_CACHE_SIZE = 1_000_000_000
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+                if self._batch_depth == 0 and self.durable:
+                    storage.WRITE_CACHE_SIZE = 1
+                    if self._broken is None:
+                        try:
+                            storage.flush()
+                        except StoreCorrupt as e:
+                            self._broken = e
+                            raise
 
     @_locked
     def flush(self) -> None:
