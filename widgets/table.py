@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rich.text import Text
+from textual import events
 from textual.coordinate import Coordinate
 from textual.strip import Strip
 from textual.widgets import DataTable
@@ -46,6 +47,7 @@ class KeyedTable(DataTable):
         super().__init__(**kwargs)
         self._shown: dict[tuple[str, str], tuple[str, str]] = {}
         self._stale: set[tuple[RowKey, ColumnKey]] = set()  # cells changed since their render was cached
+        self._view: tuple[int, int] | None = None  # rows in view [top, bottom); None: work it out again
 
     def on_mount(self) -> None:
         self._ensure_columns()
@@ -105,9 +107,24 @@ class KeyedTable(DataTable):
         self._data[row_key][column_key] = text
         self._stale.add((row_key, column_key))
         row = self._row_locations.get(row_key)
-        top = self.scroll_offset.y - (self.header_height if self.show_header else 0)
-        if row is not None and top <= row < top + self.size.height:
+        top, bottom = self._rows_in_view()
+        if row is not None and top <= row < bottom:
             self.refresh_coordinate(Coordinate(row, self._column_locations.get(column_key)))
+
+    def _rows_in_view(self) -> tuple[int, int]:
+        # Kept between a scroll or a resize and the next: size and scroll_offset are worked
+        # out from the styles at every read, a hundred cells a second.
+        if self._view is None:
+            top = self.scroll_offset.y - (self.header_height if self.show_header else 0)
+            self._view = (top, top + self.size.height)
+        return self._view
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        self._view = None
+        super().watch_scroll_y(old_value, new_value)
+
+    def _on_resize(self, _: events.Resize) -> None:
+        self._view = None  # (DataTable's own handler runs too: handlers are called along the MRO)
 
     def render_line(self, y: int) -> Strip:
         if self._stale:
