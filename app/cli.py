@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from engine.config import SettingsError, load_settings
-from engine.store import StoreError, check_state_dir
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -47,6 +46,8 @@ def _state_main(argv: list[str]) -> int:
     except SettingsError as e:
         print(e, file=sys.stderr)
         return 2
+    from engine.store import check_state_dir
+
     results = check_state_dir(settings.state_dir)
     if not results:
         print(f"{settings.state_dir}: no state files yet")
@@ -102,11 +103,19 @@ def main(argv: list[str] | None = None) -> int:
         from app.console import run_console
 
         return run_console(settings, argv)
-    except (SettingsError, StoreError) as e:
+    except SettingsError as e:
         print(f"scalpdesk: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        # engine.store is imported only when it is used (not by a console's start).
+        from engine.store import StoreError
+
+        if isinstance(e, StoreError):
+            print(f"scalpdesk: {e}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

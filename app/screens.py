@@ -17,10 +17,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Select, Static, Tab, Tabs
 
-from engine.journal import read_decisions, read_journal
 from engine.models import DecisionRecord, SymbolFeatures, Trade
 from engine.report import DAY, Report, build_report, money, pct, write_csv
-from engine.store import HISTORY_DIR
 from widgets import format as fmt
 from widgets.journal import ALL, JournalTable, day_of, matches
 from widgets.statistics import StatisticsView
@@ -350,6 +348,23 @@ def _features(f: SymbolFeatures) -> str:
 
 
 # --- the journal --------------------------------------------------------------------------
+
+
+def read_journal(*args, **kwargs) -> list[Trade]:
+    # engine.journal reads through engine.store (TinyDB and the rest): imported at the
+    # first j or s, not at the console's start.
+    from engine.journal import read_journal as read
+
+    return read(*args, **kwargs)
+
+
+def read_decisions(*args, **kwargs) -> dict[str, DecisionRecord]:
+    from engine.journal import read_decisions as read
+
+    return read(*args, **kwargs)
+
+
+HISTORY_DIR = "history"  # engine.store.HISTORY_DIR (tests/test_console_imports.py checks they agree)
 
 
 class JournalCache:

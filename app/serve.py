@@ -18,9 +18,7 @@ from typing import TextIO
 
 from engine.config import Settings
 from engine.events import BaseEvent
-from engine.factory import build_engine
 from engine.protocol import SOCKET_FILE
-from engine.service import EngineService
 
 ENGINE_LOG = "engine.log"
 LOG_ROTATE_BYTES = 20 * 2**20  # engine.log moves to engine.log.1 past this, at a start
@@ -55,6 +53,11 @@ async def serve(settings: Settings, *, out: TextIO | None = None, verbose: bool 
     A stop takes no new decisions, lets the work in flight finish or give up within a
     bounded time, says which orders it leaves unknown, and closes the store last; exit
     status 0."""
+    # Here, not at the top: a console imports this module for socket_path and
+    # start_in_background, and has no use for the engine (its venues, scheduler, store).
+    from engine.factory import build_engine
+    from engine.service import EngineService
+
     engine = build_engine(settings, headless=True)
     if out is not None:
         engine.subscribe(JsonLines(out, verbose))

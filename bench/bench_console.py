@@ -1,5 +1,7 @@
 """What the console costs, measured in real terminals (ptys of 160x48), beside a bare
-Textual app that shows one ticking clock, in the same run:
+Textual app that shows one ticking clock, in the same run. The console is a client of
+an engine process (app.client, engine.service): the loaded engine runs in a process of
+its own and serves its socket; the figures are the console's own process.
 
 1. CPU over the run (default 60 s) with 100 open positions ticking, 10 log lines a
    second and a decision cycle every 5 s over 10 symbols (the market watch's rows,
@@ -12,13 +14,17 @@ Textual app that shows one ticking clock, in the same run:
 3. Key-to-screen time of force close's confirmation under that load: c pressed on
    the positions panel until the dialog's text has been written to the terminal; and
    of the journal (j) and the statistics (s), read from the state files, under the same load.
+   The engine process's CPU over the same window is printed beside (it is not the console's).
+   Start-up: `scalpdesk` attaching to an engine already running for its state directory.
 
-    python bench/bench_console.py [--seconds 60] [--samples 100] [--starts 5] [--no-engine]
+    python bench/bench_console.py [--seconds 60] [--samples 100] [--starts 5]
 
 To see where the cost goes, the load can be changed from the environment:
 BENCH_POSITIONS (100), BENCH_LOG_RATE (10 lines/s), BENCH_DECISION_SEC (5),
 BENCH_MONITOR_SEC (5), BENCH_SYMBOLS (10: the symbols decided on, rows of the market watch); BENCH_NO_FREEZE=1 runs the console without its GC policy
-(app.console.GcPolicy); BENCH_VERBOSE=1 prints every key-to-screen sample.
+(app.console.GcPolicy); BENCH_VERBOSE=1 prints every key-to-screen sample;
+BENCH_PROFILE=FILE runs the console under pyinstrument (installed apart, not a dependency)
+and writes its report to FILE when the console quits.
 """
 
 from __future__ import annotations
@@ -130,32 +136,45 @@ def log_lines(engine, stop: threading.Event) -> None:
 
 
 def console_app(state_dir: Path) -> None:
+    """The console, attached to the loaded engine's socket (another process)."""
     from app.console import ScalpDeskApp
+    from app.serve import socket_path
+    from engine.config import load_settings
 
-    engine = loaded_engine(state_dir)
-    stop = threading.Event()
-    threading.Thread(target=log_lines, args=(engine, stop), daemon=True).start()
-    app = ScalpDeskApp(engine, freeze_gc=not os.environ.get("BENCH_NO_FREEZE"))  # as run_console does
-    try:
+    settings = load_settings(state_dir=state_dir)
+    app = ScalpDeskApp(socket_path(settings), settings, freeze_gc=not os.environ.get("BENCH_NO_FREEZE"))
+    profile = os.environ.get("BENCH_PROFILE")  # a file: pyinstrument's report of the console's run there
+    if not profile:
         app.run()
-    finally:
-        stop.set()
-        engine.store.close()
+        return
+    from pyinstrument import Profiler  # pip install pyinstrument (not a dependency)
+
+    with Profiler(interval=0.001, async_mode="disabled") as prof:
+        app.run()
+    Path(profile).write_text(prof.output_text(unicode=True, color=False, show_all=False))
+    prof.last_session.save(profile + ".pyisession")
 
 
-def engine_alone(state_dir: Path) -> None:
-    """The same load with no console: what the engine itself costs."""
+def engine_app(state_dir: Path) -> None:
+    """The loaded engine serving its socket, 10 log lines a second: what a console attaches to."""
     import asyncio
 
+    from app.serve import socket_path
+    from engine.service import EngineService
+
     engine = loaded_engine(state_dir)
-    engine.subscribe(lambda e: None)
     stop = threading.Event()
     threading.Thread(target=log_lines, args=(engine, stop), daemon=True).start()
 
     async def run() -> None:
+        service = EngineService(engine, socket_path(engine.settings))
         await engine.start()
+        await service.start()
         print("ENGINE STARTED", flush=True)
-        await asyncio.Event().wait()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await service.stop()
 
     try:
         asyncio.run(run())
@@ -261,29 +280,44 @@ def me(*args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *args]
 
 
+def start_engine(state: Path) -> Term:
+    eng = Term(me("--child", "engine", "--state", str(state)))
+    if eng.expect(b"ENGINE STARTED", 120, since_now=False) is None:
+        raise SystemExit(f"the engine did not start:\n{eng.text()[-3000:]}")
+    return eng
+
+
 def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
-    console = Term(me("--child", "console", "--state", str(tmp / "console")))
+    state = tmp / "console"
+    eng = start_engine(state)
+    console = Term(me("--child", "console", "--state", str(state)))
     bare = Term(me("--child", "bare"))
     try:
         if console.expect(b"Quit", 120, since_now=False) is None:
             raise SystemExit(f"the console did not start:\n{console.text()[-3000:]}")
         if bare.expect(b"UTC", 30, since_now=False) is None:
             raise SystemExit(f"the bare app did not start:\n{bare.text()[-2000:]}")
-        if console.expect(b"B099USDT", 60, since_now=False) is None:  # the 100 positions are on screen
-            raise SystemExit("the positions never showed")
+        deadline = time.monotonic() + 60
+        while "B099USDT" not in console.text():  # the 100 positions are in (escapes stripped)
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the positions never showed:\n{console.text()[-3000:]}")
+            time.sleep(0.2)
         if console.expect("Market ·".encode(), 60, since_now=False) is None:  # a cycle filled the market watch
             raise SystemExit("the market watch never filled")
         time.sleep(3)  # let start-up settle
-        c0, b0, cb0, bb0, t0 = console.cpu_seconds(), bare.cpu_seconds(), console.total, bare.total, time.monotonic()
+        c0, b0, e0, cb0, bb0, t0 = (console.cpu_seconds(), bare.cpu_seconds(), eng.cpu_seconds(), console.total,
+                                    bare.total, time.monotonic())
         rss0 = console.rss_mib()
         time.sleep(seconds)
-        c1, b1, cb1, bb1, t1 = console.cpu_seconds(), bare.cpu_seconds(), console.total, bare.total, time.monotonic()
+        c1, b1, e1, cb1, bb1, t1 = (console.cpu_seconds(), bare.cpu_seconds(), eng.cpu_seconds(), console.total,
+                                    bare.total, time.monotonic())
         rss1 = console.rss_mib()
         wall = t1 - t0
         out = {
             "wall": wall,
             "console_cpu_pct": (c1 - c0) / wall * 100,
             "bare_cpu_pct": (b1 - b0) / wall * 100,
+            "engine_cpu_pct": (e1 - e0) / wall * 100,
             "console_bytes_per_sec": (cb1 - cb0) / wall,
             "bare_bytes_per_sec": (bb1 - bb0) / wall,
             "rss_start_mib": rss0,
@@ -296,6 +330,7 @@ def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
     finally:
         console.stop()
         bare.stop()
+        eng.stop()
 
 
 def latency_phase(console: Term, samples: int | None = None) -> dict[str, float]:
@@ -343,39 +378,33 @@ def screen_latency(console: Term, key: bytes, marker: bytes, name: str, samples:
             f"{name}_max_ms": lat[-1] if lat else float("nan"), f"{name}_samples": len(lat)}
 
 
-def engine_phase(seconds: float, tmp: Path) -> float:
-    eng = Term(me("--child", "engine", "--state", str(tmp / "engine")))
-    try:
-        if eng.expect(b"ENGINE STARTED", 120, since_now=False) is None:
-            raise SystemExit(f"the engine did not start:\n{eng.text()[-3000:]}")
-        time.sleep(3)
-        c0, t0 = eng.cpu_seconds(), time.monotonic()
-        time.sleep(seconds)
-        return (eng.cpu_seconds() - c0) / (time.monotonic() - t0) * 100
-    finally:
-        eng.stop()
-
-
 def startup_phase(starts: int, tmp: Path) -> dict[str, float]:
-    """Spawn to the first full frame (status bar and footer written), median of `starts`."""
-    scalpdesk = [sys.executable, "-m", "app.cli"]
-    console_times, bare_times = [], []
-    for i in range(starts):
-        state = tmp / f"start-{i}"
-        env = {"SCALPDESK_STATE_DIR": str(state), "XDG_CONFIG_HOME": str(tmp / "config")}
-        term = Term(scalpdesk, env)
-        seen = term.expect(b"Quit", 60, since_now=False)
-        status = term.expect(b"UTC", 5, since_now=False)
-        if seen is None or status is None:
-            raise SystemExit(f"scalpdesk did not draw:\n{term.text()[-3000:]}")
-        console_times.append(max(seen, status) - term.t0)
-        term.stop()
-        term = Term(me("--child", "bare"))
-        seen = term.expect(b"UTC", 30, since_now=False)
-        if seen is None:
-            raise SystemExit("the bare app did not draw")
-        bare_times.append(seen - term.t0)
-        term.stop()
+    """Spawn to the first full frame (status bar and footer written), median of `starts`:
+    `scalpdesk` on the simulated market attaching to the engine of its state directory,
+    already running (started once, before), against the bare app."""
+    state = tmp / "start"
+    env = {"SCALPDESK_STATE_DIR": str(state), "XDG_CONFIG_HOME": str(tmp / "config")}
+    engine = Term([sys.executable, "-m", "app.cli", "--headless"], env)
+    try:
+        if engine.expect(b'"code":"SERVE"', 60, since_now=False) is None:
+            raise SystemExit(f"the engine did not start:\n{engine.text()[-3000:]}")
+        console_times, bare_times = [], []
+        for _ in range(starts):
+            term = Term([sys.executable, "-m", "app.cli"], env)
+            seen = term.expect(b"Quit", 60, since_now=False)
+            status = term.expect(b"UTC", 5, since_now=False)
+            if seen is None or status is None:
+                raise SystemExit(f"scalpdesk did not draw:\n{term.text()[-3000:]}")
+            console_times.append(max(seen, status) - term.t0)
+            term.stop()
+            term = Term(me("--child", "bare"))
+            seen = term.expect(b"UTC", 30, since_now=False)
+            if seen is None:
+                raise SystemExit("the bare app did not draw")
+            bare_times.append(seen - term.t0)
+            term.stop()
+    finally:
+        engine.stop()
     return {"console_start_s": statistics.median(console_times), "bare_start_s": statistics.median(bare_times)}
 
 
@@ -386,10 +415,11 @@ def main() -> None:
               f"every {DECISION_INTERVAL_SEC} s over {N_SYMBOLS} symbols (market watch), monitor every "
               f"{MONITOR_INTERVAL_SEC} s; ptys of {COLS}x{ROWS}; "
               f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}", flush=True)
-        s = startup_phase(ARGS.starts, tmp)
-        print(f"start to first full frame: scalpdesk {s['console_start_s'] * 1000:.0f} ms, bare app "
-              f"{s['bare_start_s'] * 1000:.0f} ms, ratio {s['console_start_s'] / s['bare_start_s']:.2f} "
-              f"(median of {ARGS.starts})", flush=True)
+        if ARGS.starts:
+            s = startup_phase(ARGS.starts, tmp)
+            print(f"start to first full frame: scalpdesk {s['console_start_s'] * 1000:.0f} ms, bare app "
+                  f"{s['bare_start_s'] * 1000:.0f} ms, ratio {s['console_start_s'] / s['bare_start_s']:.2f} "
+                  f"(median of {ARGS.starts})", flush=True)
         r = cpu_phase(ARGS.seconds, tmp)
         ratio = r["console_cpu_pct"] / r["bare_cpu_pct"] if r["bare_cpu_pct"] else float("inf")
         print(f"CPU over {r['wall']:.0f} s: console {r['console_cpu_pct']:.1f}% of one core, bare app "
@@ -403,10 +433,8 @@ def main() -> None:
         for name, key in (("journal", "j"), ("statistics", "s")):
             print(f"{name} ({key}), key to screen under load: p50 {r[f'{name}_p50_ms']:.1f} ms, "
                   f"max {r[f'{name}_max_ms']:.1f} ms ({r[f'{name}_samples']} samples)", flush=True)
-        if not ARGS.no_engine:
-            e = engine_phase(ARGS.seconds, tmp)
-            print(f"the same load without the console (engine alone): {e:.1f}% of one core; the console's own "
-                  f"share ≈ {r['console_cpu_pct'] - e:.1f}%", flush=True)
+        print(f"the engine process over the same window: {r['engine_cpu_pct']:.1f}% of one core "
+              "(not counted in the console's figure)", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -416,7 +444,6 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--starts", type=int, default=5)
-    p.add_argument("--no-engine", action="store_true", help="skip the engine-alone measurement")
     p.add_argument("--child", choices=["bare", "console", "engine"])
     p.add_argument("--state", type=Path)
     ARGS = p.parse_args()
@@ -426,6 +453,6 @@ if __name__ == "__main__":
     elif ARGS.child == "console":
         console_app(ARGS.state)
     elif ARGS.child == "engine":
-        engine_alone(ARGS.state)
+        engine_app(ARGS.state)
     else:
         main()

@@ -4,8 +4,12 @@
    fill, per open (p50/p99), against a bare PaperVenue.place_order in the same run.
 2. A state write's p50/p99 with 30 days of history on disk, against a bare atomic
    write (temp file, fsync, rename) of the same hot file: the fsync floor.
+3. Engine time per decision cycle over 10 symbols on the simulated market (APPROVE
+   mode, the rule decider), the decider's own time excluded, a cycle every 5 s of
+   market time (p50/p99).
+4. A monitor pass with 100 open positions (p50/p99), 5 s of market time apart.
 
-Run: python bench/bench_engine.py [--opens 200] [--days 30]
+Run: python bench/bench_engine.py [--opens 200] [--days 30] [--cycles 200] [--passes 200]
 """
 
 from __future__ import annotations
@@ -164,12 +168,113 @@ def bench_store(days: int, n: int) -> None:
     print(f"  ratio put_intent/bare p50 {pct(hot, 50) / pct(bare, 50):.1f}x   p99 {pct(hot, 99) / pct(bare, 99):.1f}x")
 
 
+SYMBOLS10 = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT,DOGEUSDT,BNBUSDT,ADAUSDT,AVAXUSDT,LINKUSDT,DOTUSDT"
+
+
+def _sim_engine(tmp: Path, positions: int = 0):
+    """An engine on the simulated market (10 symbols, rule decider, APPROVE mode) on a
+    ManualClock, with `positions` more symbols each holding an open position."""
+    from engine.deciders.rules import RuleDecider
+    from engine.engine import Engine
+    from engine.models import OrderPlan, Review, Verdict
+
+    clock = ManualClock()
+    s = load_settings(state_dir=tmp / "state", symbols=SYMBOLS10, paper_equity=1e9, mode="approve",
+                      decision_interval_sec=5, monitor_interval_sec=5)
+    extra = [f"B{i:03d}USDT" for i in range(positions)]
+    feed = SimFeed([*s.symbols, *extra], seed=1, start=clock.now())
+    venue = PaperVenue(feed, clock, equity=1e9, name="sim")
+    engine = Engine(s, StateStore(s.state_dir), venue, RuleDecider(), clock)
+    for i, sym in enumerate(extra):
+        px = venue.ticker(sym).last
+        side = "long" if i % 2 else "short"
+        qty = max(round(1000 / px, 2), 0.01)
+        sign = 1 if side == "long" else -1
+        d = Decision(symbol=sym, action=Action.OPEN_LONG if side == "long" else Action.OPEN_SHORT,
+                     confidence=0.8, time_in_trade_limit_sec=86400, rationale="bench")
+        plan = OrderPlan(symbol=sym, side=side, qty=qty, price=px, leverage=5,
+                         take_profit=round(px * (1 + sign * 0.5), 4), stop_loss=round(px * (1 - sign * 0.5), 4),
+                         margin=qty * px / 5, notional=qty * px)
+        engine.executor.open(Review(verdict=Verdict.EXECUTE, decision=d, order=plan))
+    return engine, clock
+
+
+def bench_cycle(n: int) -> None:
+    import asyncio
+
+    async def run() -> tuple[list[float], list[float]]:
+        engine, clock = _sim_engine(Path(tempfile.mkdtemp()))
+        await engine.start(schedule=False)
+        decide = engine.decider.decide
+        spent: list[float] = []
+
+        async def timed(snap):
+            t = time.perf_counter()
+            try:
+                return await decide(snap)
+            finally:
+                spent.append(time.perf_counter() - t)
+
+        engine.decider.decide = timed  # type: ignore[method-assign]
+        cycle_ms, model_ms = [], []
+        for i in range(n + 5):
+            clock.advance(5)
+            spent.clear()
+            t0 = time.perf_counter()
+            await engine.run_decision_cycle()
+            total = time.perf_counter() - t0
+            if i >= 5:  # the first cycles fill the caches
+                cycle_ms.append((total - sum(spent)) * 1000)
+                model_ms.append(sum(spent) * 1000)
+        await engine.stop()
+        engine.store.close()
+        return cycle_ms, model_ms
+
+    cycle_ms, model_ms = asyncio.run(run())
+    print("Decision cycle, 10 symbols, sim market, APPROVE mode (a cycle every 5 s of market time)")
+    print(fmt("  engine time per cycle, the decider excluded", cycle_ms))
+    print(fmt("  the rule decider itself (excluded above)", model_ms))
+
+
+def bench_monitor(n: int, positions: int = 100) -> None:
+    import asyncio
+
+    async def run() -> list[float]:
+        engine, clock = _sim_engine(Path(tempfile.mkdtemp()), positions)
+        await engine.start(schedule=False)
+        out = []
+        for i in range(n + 3):
+            clock.advance(5)
+            t0 = time.perf_counter()
+            await asyncio.to_thread(engine.monitor.run_once)
+            if i >= 3:
+                out.append((time.perf_counter() - t0) * 1000)
+        held = len(engine.store.positions())
+        await engine.stop()
+        engine.store.close()
+        assert held == positions, held
+        return out
+
+    ms = asyncio.run(run())
+    print(f"Monitor pass with {positions} open positions (sim market, 5 s of market time apart)")
+    print(fmt("  monitor.run_once", ms))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--opens", type=int, default=200)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--writes", type=int, default=300)
+    ap.add_argument("--cycles", type=int, default=200)
+    ap.add_argument("--passes", type=int, default=200)
+    ap.add_argument("--only", choices=["order", "store", "cycle", "monitor"], help="one part only")
     a = ap.parse_args()
     print(f"scalpdesk engine bench — {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    bench_decision_to_order(a.opens)
-    bench_store(a.days, a.writes)
+    if a.only in (None, "order"):
+        bench_decision_to_order(a.opens)
+    if a.only in (None, "store"):
+        bench_store(a.days, a.writes)
+    if a.only in (None, "cycle"):
+        bench_cycle(a.cycles)
+    if a.only in (None, "monitor"):
+        bench_monitor(a.passes)

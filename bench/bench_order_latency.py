@@ -14,12 +14,16 @@ Three paths, interleaved so they share the machine's conditions:
 The clock stops when the loopback server receives the POST /v5/order/create (its
 handler stamps time.perf_counter() in this same process). Prints p50, p99 and the
 ratio to bare for each path.
+
+--busy N runs N processes that spin on the CPU for the whole run (the "busy" figures:
+on this 2-core machine, --busy 2 leaves the bench a share of a core).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -46,9 +50,18 @@ def arrival_after(srv: BybitFakeServer, t0: float) -> float:
         return next(t for t, m, p, _ in srv.exchange.requests if p == CREATE and t >= t0)
 
 
-def flatten(srv: BybitFakeServer) -> None:
+def flatten(srv: BybitFakeServer, engine=None) -> None:
+    """The venue flat again, and the engine's record of it too (else the next open is
+    taken for a late fill and waits for the venue's closed-PnL before it returns)."""
     with srv.exchange.lock:
         srv.exchange.positions.clear()
+    if engine is not None:
+        engine.store.delete_position("BTCUSDT")
+
+
+def spin() -> None:
+    while True:
+        pass
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -61,7 +74,18 @@ def decision() -> Decision:
                     size_pct=10, time_in_trade_limit_sec=1800, cooldown_sec=900, rationale="bench")
 
 
-async def main(n: int) -> None:
+async def main(n: int, busy: int = 0) -> None:
+    burners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
+    for b in burners:
+        b.start()
+    try:
+        await run(n, busy)
+    finally:
+        for b in burners:
+            b.terminate()
+
+
+async def run(n: int, busy: int) -> None:
     with BybitFakeServer() as srv, tempfile.TemporaryDirectory() as tmp:
         ex = srv.exchange
         ex.trend["BTCUSDT"] = 1
@@ -79,7 +103,7 @@ async def main(n: int) -> None:
                 bare.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.001",
                                  positionIdx=0, orderLinkId=f"bare-{i}")
                 bare_ms = (arrival_after(srv, t0) - t0) * 1000
-                flatten(srv)
+                flatten(srv, engine)
 
                 d = decision()
                 review = guardrails.review(d, engine._context(snap), settings)
@@ -88,7 +112,7 @@ async def main(n: int) -> None:
                 t0 = time.perf_counter()
                 await engine._execute(record)
                 auto_ms = (arrival_after(srv, t0) - t0) * 1000
-                flatten(srv)
+                flatten(srv, engine)
 
                 d = decision()
                 rec = DecisionRecord(decision=d, review=review.model_copy(update={"decision": d}), status="PENDING",
@@ -98,7 +122,7 @@ async def main(n: int) -> None:
                 answer = await engine.approve(d.decision_id)
                 assert answer.ok, answer
                 approve_ms = (arrival_after(srv, t0) - t0) * 1000
-                flatten(srv)
+                flatten(srv, engine)
                 if i >= 5:
                     results["bare"].append(bare_ms)
                     results["auto"].append(auto_ms)
@@ -107,7 +131,7 @@ async def main(n: int) -> None:
             await engine.stop()
             engine.store.close()
     base50, base99 = pct(results["bare"], 0.5), pct(results["bare"], 0.99)
-    print(f"order latency to the loopback Bybit fake, n={n} each (ms; ratio to bare pybit)")
+    print(f"order latency to the loopback Bybit fake, n={n} each, {busy} CPU burners (ms; ratio to bare pybit)")
     print(f"{'path':<8} {'p50':>8} {'p99':>8} {'mean':>8} {'x p50':>7} {'x p99':>7}")
     for name, xs in results.items():
         p50, p99 = pct(xs, 0.5), pct(xs, 0.99)
@@ -117,4 +141,6 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200)
-    asyncio.run(main(ap.parse_args().n))
+    ap.add_argument("--busy", type=int, default=0, help="CPU-spinning processes during the run")
+    a = ap.parse_args()
+    asyncio.run(main(a.n, a.busy))

@@ -1,13 +1,21 @@
 """The intent lifecycle: every order is an Intent written durably before it is sent.
 
-PENDING (written) -> EXECUTING (written with its send time, then the order is sent with
-orderLinkId = intent_id) -> EXECUTED or FAILED. An intent_id seen before is never sent
-again. An order whose outcome is unknown stays EXECUTING, in flight, until its
-orderLinkId is found on the venue or it certainly cannot land any more: the venue's own
-deadline (send time + the venue's landing window, never more than
-order_unknown_timeout_sec), past which a look-up that works and misses it makes it
-FAILED. Nothing is ever resent here. While any intent of a symbol is in flight no entry
-for that symbol is sent (the guardrails' ORDER_IN_FLIGHT, fed by in_flight()).
+An open: leverage made right first (the venue keeps it per symbol and sets it only when
+it changes, nothing is written for it), then ONE durable write, the intent as it is
+sent (EXECUTING, its send time, orderLinkId = intent_id), then the order. After the
+answer one more durable write: EXECUTED together with the position's metadata
+(StateStore.batch). A process killed between the write and the send leaves an
+EXECUTING intent whose order never left: the next start looks it up by orderLinkId,
+and once the landing window has passed and the look-up still misses it, it is FAILED;
+nothing is ever resent blindly. PENDING (written, certainly not sent) is what older
+versions wrote first; one found at start is marked FAILED.
+
+An intent_id seen before is never sent again. An order whose outcome is unknown stays
+EXECUTING, in flight, until its orderLinkId is found on the venue or it certainly cannot
+land any more: the venue's own deadline (send time + the venue's landing window, never
+more than order_unknown_timeout_sec), past which a look-up that works and misses it
+makes it FAILED. Nothing is ever resent here. While any intent of a symbol is in flight
+no entry for that symbol is sent (the guardrails' ORDER_IN_FLIGHT, fed by in_flight()).
 
 Entries and exits of a symbol take separate locks: a close never waits behind an open's
 retries or back-off, and two closes of one symbol never race into two orders (the second
@@ -233,36 +241,21 @@ class Executor:
             if seen is not None:
                 self._log("warning", f"IDEMPOTENT: intent_id={intent_id} already processed ({seen.status.value})", "IDEMPOTENT")
                 return seen
-            now = self.clock.now()
-            intent = Intent(
-                intent_id=intent_id,
-                kind="OPEN",
-                symbol=plan.symbol,
-                side=plan.side,
-                qty=plan.qty,
-                created_at=now,
-                updated_at=now,
-                decision_id=d.decision_id,
-                leverage=plan.leverage,
-                take_profit=plan.take_profit,
-                stop_loss=plan.stop_loss,
-                time_in_trade_limit_sec=d.time_in_trade_limit_sec,
-                cooldown_sec=d.cooldown_sec,
-                trail_activation_roi=d.trail_activation_roi,
-                tp_pct=d.tp_pct,
-                sl_pct=d.sl_pct,
-            )
-            self._put(intent)  # durable before anything is sent
-            self._log("info", f"Intent registered: {intent_id} for {plan.symbol} {plan.side}", "INTENT")
+            # Leverage first: nothing is sent or written for it when it is already right
+            # (the venue keeps it per symbol), and a refusal leaves no order behind.
             try:
                 self.venue.set_leverage(plan.symbol, plan.leverage)
             except VenueError as e:
-                self._save(intent, IntentStatus.FAILED, f"set leverage: {e}")
+                now = self.clock.now()
+                self._put(self._open_intent(intent_id, review, now, IntentStatus.FAILED, reason=f"set leverage: {e}"))
                 self._log("error", f"ORDER FAILED {plan.symbol}: set leverage {plan.leverage:g}x refused: {e}", "ORDER_FAILED")
                 if isinstance(e, AuthError):
                     raise  # the engine stops trading: no retry loop against refused keys
                 return self.store.get_intent(intent_id)
-            intent = self._save(intent, IntentStatus.EXECUTING, sent_at=self.clock.now())
+            now = self.clock.now()
+            intent = self._put(self._open_intent(intent_id, review, now, IntentStatus.EXECUTING, sent_at=now))
+            # ^ the one durable write before the send: the intent as sent.
+            self._log("info", f"Intent registered: {intent_id} for {plan.symbol} {plan.side}", "INTENT")
             self._log(
                 "info",
                 f"ORDER {plan.symbol}: side={bybit_side(plan.side).lower()} qty={plan.qty:g} "
@@ -279,6 +272,31 @@ class Executor:
                 stop_loss=plan.stop_loss,
             )
             return self._send(intent, request)
+
+    @staticmethod
+    def _open_intent(intent_id: str, review: Review, now: float, status: IntentStatus, **update: Any) -> Intent:
+        plan, d = review.order, review.decision
+        assert plan is not None
+        return Intent(
+            intent_id=intent_id,
+            kind="OPEN",
+            symbol=plan.symbol,
+            side=plan.side,
+            qty=plan.qty,
+            status=status,
+            created_at=now,
+            updated_at=now,
+            decision_id=d.decision_id,
+            leverage=plan.leverage,
+            take_profit=plan.take_profit,
+            stop_loss=plan.stop_loss,
+            time_in_trade_limit_sec=d.time_in_trade_limit_sec,
+            cooldown_sec=d.cooldown_sec,
+            trail_activation_roi=d.trail_activation_roi,
+            tp_pct=d.tp_pct,
+            sl_pct=d.sl_pct,
+            **update,
+        )
 
     def _send(self, intent: Intent, request: OrderRequest) -> Intent:
         try:
@@ -321,15 +339,16 @@ class Executor:
             self._log("error", f"ORDER FAILED {intent.symbol} {intent.kind.lower()}: {why}", "ORDER_FAILED")
             return self._save(intent, IntentStatus.FAILED, why, info.order_id)
         late = intent.status is IntentStatus.FAILED
-        intent = self._save(
-            intent, IntentStatus.EXECUTED,
-            "its order landed after it was marked FAILED" if late else "", info.order_id,
-        )
+
+        def executed() -> Intent:
+            return self._save(intent, IntentStatus.EXECUTED,
+                              "its order landed after it was marked FAILED" if late else "", info.order_id)
+
         if intent.kind == "OPEN":
-            self.book._opened(intent, info)
-        else:
-            self.book._closed_by_us(intent, info)
-        return intent
+            return self.book._opened(intent, info, executed)
+        done = executed()
+        self.book._closed_by_us(done, info)
+        return done
 
 
     # --- resolving unknown outcomes -----------------------------------------------
@@ -414,13 +433,14 @@ class Executor:
                 symbol=symbol,
                 side=pos.side,
                 qty=pos.size,
+                status=IntentStatus.EXECUTING,
                 created_at=now,
                 updated_at=now,
+                sent_at=now,
                 close_reason=reason,
                 decision_id=decision_id,
             )
-            self._put(intent)
-            intent = self._save(intent, IntentStatus.EXECUTING, sent_at=self.clock.now())
+            self._put(intent)  # the one durable write before the send
             request = OrderRequest(
                 symbol=symbol,
                 side=bybit_side(pos.side, closing=True),

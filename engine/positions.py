@@ -15,6 +15,7 @@ positions. Both run in the engine's worker threads under the executor's symbol l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.enhance import adaptive_cooldown, losing_streak
@@ -57,14 +58,19 @@ class PositionBook:
     def _log(self, level: str, message: str, code: str = "") -> None:
         self.emit(LogEvent(ts=self.clock.now(), level=level, message=message, code=code))  # type: ignore[arg-type]
 
-    def _opened(self, intent: Intent, info: OrderInfo) -> None:
+    def _opened(self, intent: Intent, info: OrderInfo, executed: Callable[[], Intent]) -> Intent:
+        """An open filled: `executed()` marks its intent EXECUTED; with the position's new
+        metadata that is one durable write (what follows the ack, written once)."""
         with self.ex.exit_lock(intent.symbol):
             held = self.store.get_position(intent.symbol)
             if held is not None:
-                self._filled_onto(held, intent, info)
-                return
+                done = executed()
+                self._filled_onto(held, done, info)
+                return done
             meta = self._meta_for(intent, entry=info.avg_price, qty=info.filled_qty or intent.qty, fee=info.fee)
-            self.store.put_position(meta)
+            with self.store.batch():
+                done = executed()
+                self.store.put_position(meta)
         self.emit(
             PositionOpened(
                 ts=self.clock.now(),
@@ -74,6 +80,7 @@ class PositionBook:
                 meta=meta,
             )
         )
+        return done
 
     def _meta_for(self, intent: Intent, *, entry: float, qty: float, fee: float = 0.0,
                   adopted: bool = False, pos: VenuePosition | None = None) -> PositionMeta:

@@ -71,6 +71,7 @@ class MarketPanel(Vertical):
         self.latest: dict[str, DecisionRecord] = {}
         self.as_of: float | None = None
         self.now = 0.0
+        self._sparks: dict[tuple[float, ...], Text] = {}  # closes -> the sparkline drawn of them
 
     def compose(self):
         self._table = MarketTable(id="market-table")
@@ -187,9 +188,19 @@ class MarketPanel(Vertical):
 
     def _spark(self, closes: list[float]) -> Text:
         """The last hour of 1 m closes, drawn by Textual's Sparkline (each bar the last close
-        of its minutes), as a cell's text."""
+        of its minutes), as a cell's text; drawn again only when the closes changed (a
+        minute closed), not at every marks update."""
         if len(closes) < 2:
             return self._text("—", "muted")
+        key = tuple(closes)
+        cached = self._sparks.get(key)
+        if cached is None:
+            if len(self._sparks) > 4 * SPARK_WIDTH:
+                self._sparks.clear()
+            cached = self._sparks[key] = self._draw_spark(closes)
+        return cached
+
+    def _draw_spark(self, closes: list[float]) -> Text:
         low, high = self._style("spark-low").color, self._style("spark-high").color
         spark = Sparkline(closes, width=SPARK_WIDTH, min_color=low, max_color=high,  # type: ignore[arg-type]
                           summary_function=lambda bucket: bucket[-1])

@@ -78,6 +78,7 @@ class PositionsPanel(Vertical):
         self.positions: dict[str, VenuePosition] = {}
         self.metas: dict[str, PositionMeta] = {}
         self.closing: set[str] = set()  # closes the operator asked for, in progress
+        self._specs: dict[str, dict[str, tuple[str, str | None]]] = {}  # per row: each cell as last written
         self.exiting: set[str] = set()  # time exits due that the engine is still sending
         self.now = 0.0
 
@@ -138,6 +139,7 @@ class PositionsPanel(Vertical):
 
     def remove(self, symbol: str) -> None:
         self.positions.pop(symbol, None)
+        self._specs.pop(symbol, None)
         self.metas.pop(symbol, None)
         self.closing.discard(symbol)
         self.table.drop_row(symbol)
@@ -194,21 +196,31 @@ class PositionsPanel(Vertical):
         tp = p.take_profit if p.take_profit else (meta.take_profit if meta else None)
         sl = p.stop_loss if p.stop_loss else (meta.stop_loss if meta else None)
         armed = bool(p.trailing_stop) or bool(meta and meta.trailing_armed)
-        cells: dict[str, Text] = {
-            "symbol": self._text(sym),
-            "side": self._text(p.side, p.side),
-            "size": self._text(fmt.qty(p.size)),
-            "lev": self._text(f"{p.leverage:g}x"),
-            "pnl": self._text(fmt.money(p.unrealised_pnl, signed=True), pnl_style),
-            "roi": self._text(fmt.pct(p.roi_pct), pnl_style),
-            "exit": self._exit_cell(sym),
-            "entry": self._text(fmt.price(p.entry_price, sym)),
-            "mark": self._text(fmt.price(p.mark_price, sym)),
-            "liq": self._text(fmt.price(p.liq_price, sym), "muted"),
-            "tp": self._text(fmt.price(tp, sym)),
-            "sl": self._text(fmt.price(sl, sym)),
-            "trail": self._text("armed", "armed") if armed else self._text("—", "muted"),
+        # Each cell as (text, style) first: a marks update changes the mark, PnL and ROI of
+        # a row, and only those cells are made and written (a hundred rows a second).
+        specs: dict[str, tuple[str, str | None]] = {
+            "symbol": (sym, None),
+            "side": (p.side, p.side),
+            "size": (fmt.qty(p.size), None),
+            "lev": (f"{p.leverage:g}x", None),
+            "pnl": (fmt.money(p.unrealised_pnl, signed=True), pnl_style),
+            "roi": (fmt.pct(p.roi_pct), pnl_style),
+            "entry": (fmt.price(p.entry_price, sym), None),
+            "mark": (fmt.price(p.mark_price, sym), None),
+            "liq": (fmt.price(p.liq_price, sym), "muted"),
+            "tp": (fmt.price(tp, sym), None),
+            "sl": (fmt.price(sl, sym), None),
+            "trail": ("armed", "armed") if armed else ("—", "muted"),
         }
-        for col in PositionsTable.RIGHT:
-            cells[col].justify = "right"
-        self.table.set_row(sym, cells)
+        right = PositionsTable.RIGHT
+        shown = self._specs.get(sym)
+        if shown is None or not self.table.has(sym):
+            cells = {col: self._text(v, style, right=col in right) for col, (v, style) in specs.items()}
+            cells["exit"] = self._exit_cell(sym)
+            self.table.set_row(sym, cells)
+        else:
+            for col, spec in specs.items():
+                if shown.get(col) != spec:
+                    self.table.set_cell(sym, col, self._text(spec[0], spec[1], right=col in right))
+            self.table.set_cell(sym, "exit", self._exit_cell(sym))
+        self._specs[sym] = specs

@@ -2,7 +2,11 @@
 
 A ticking countdown rewrites one cell a second; clearing and refilling the table
 would move the cursor and repaint everything. Here a cell is written only when
-its text or style changed, and a removed row keeps the cursor on the row it was on.
+its text or style changed, only that cell is repainted, and only its render is
+dropped from DataTable's caches (DataTable's own way, a new update count, makes the
+next repaint render every cell of every row in view again: a hundred countdowns
+ticking cost all the table's cells each second). A removed row keeps the cursor on
+the row it was on.
 """
 
 from __future__ import annotations
@@ -10,9 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rich.text import Text
+from textual import events
 from textual.coordinate import Coordinate
+from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
+
+
+STALE_MAX = 400  # changed cells past which the whole table's renders are dropped at once
 
 
 class Stamp(Text):
@@ -37,6 +46,8 @@ class KeyedTable(DataTable):
         kwargs.setdefault("cursor_foreground_priority", "renderable")
         super().__init__(**kwargs)
         self._shown: dict[tuple[str, str], tuple[str, str]] = {}
+        self._stale: set[tuple[RowKey, ColumnKey]] = set()  # cells changed since their render was cached
+        self._view: tuple[int, int] | None = None  # rows in view [top, bottom); None: work it out again
 
     def on_mount(self) -> None:
         self._ensure_columns()
@@ -94,11 +105,51 @@ class KeyedTable(DataTable):
         # a hundred countdowns ticking must not repaint the table every second (over SSH
         # every repaint is bytes). Relies on DataTable internals of the pinned Textual.
         self._data[row_key][column_key] = text
-        self._update_count += 1
+        self._stale.add((row_key, column_key))
         row = self._row_locations.get(row_key)
-        top = self.scroll_offset.y - (self.header_height if self.show_header else 0)
-        if row is not None and top <= row < top + self.size.height:
+        top, bottom = self._rows_in_view()
+        if row is not None and top <= row < bottom:
             self.refresh_coordinate(Coordinate(row, self._column_locations.get(column_key)))
+
+    def _rows_in_view(self) -> tuple[int, int]:
+        # Kept between a scroll or a resize and the next: size and scroll_offset are worked
+        # out from the styles at every read, a hundred cells a second.
+        if self._view is None:
+            top = self.scroll_offset.y - (self.header_height if self.show_header else 0)
+            self._view = (top, top + self.size.height)
+        return self._view
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        self._view = None
+        super().watch_scroll_y(old_value, new_value)
+
+    def _on_resize(self, _: events.Resize) -> None:
+        self._view = None  # (DataTable's own handler runs too: handlers are called along the MRO)
+
+    def render_line(self, y: int) -> Strip:
+        if self._stale:
+            self._forget_stale()
+        return super().render_line(y)
+
+    def _forget_stale(self) -> None:
+        """Drop the cached renders of the changed cells, of their rows' lines and of the
+        assembled lines, keeping every other cell's render (keys as DataTable makes them)."""
+        stale, self._stale = self._stale, set()
+        if len(stale) > STALE_MAX:  # most of the table: DataTable's own way costs the same
+            self._update_count += 1
+            return
+        rows = {row for row, _ in stale}
+        indices = {self._row_locations.get(row) for row in rows}
+        cells = self._cell_render_cache
+        for k in [k for k in cells.keys() if (k[0], k[1]) in stale]:
+            cells.discard(k)
+        lines = self._row_render_cache
+        for k in [k for k in lines.keys() if k[0] in rows]:
+            lines.discard(k)
+        renderables = self._row_renderable_cache
+        for k in [k for k in renderables.keys() if k[1] in indices]:
+            renderables.discard(k)
+        self._line_cache.clear()
 
     def drop_row(self, key: str) -> None:
         """Remove a row; the cursor stays on the row it was on (unless that one goes)."""

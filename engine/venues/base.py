@@ -63,7 +63,10 @@ class Venue(Protocol):
         """Open positions only (size > 0)."""
         ...
 
-    def set_leverage(self, symbol: str, leverage: float) -> None: ...
+    def set_leverage(self, symbol: str, leverage: float) -> None:
+        """The symbol's leverage, made so before every open: a venue behind a network
+        keeps what it last set or saw and sends nothing when it is already right."""
+        ...
 
     def place_order(self, order: OrderRequest) -> OrderInfo:
         """Send a market order with orderLinkId = order.order_link_id."""

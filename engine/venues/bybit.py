@@ -21,6 +21,11 @@ order from being placed twice:
   the mode is read again and the order sent once more with the right positionIdx (the
   refused one never became an order).
 
+Leverage is kept per symbol as the venue last said it (set-leverage answered, 110043
+"not modified" included, or a position list showed it): set_leverage sends nothing when
+it is already right, so an open pays no round trip for it. A set-leverage that fails, or
+an open Bybit refuses, forgets the symbol's entry: the next open asks again.
+
 Look-ups by orderLinkId ask realtime, then history, then the executions (a fill shows
 there even when the order caches miss it). The position mode is read, never guessed:
 switch-mode to one-way ("not modified", 110025, means it already is), else the position
@@ -116,6 +121,7 @@ class BybitVenue:
         self.hedge_mode = hedge_mode
         self._instruments: dict[str, tuple[float, Instrument]] = {}
         self._lock = threading.Lock()  # one position-mode check at a time
+        self._leverage: dict[str, float] = {}  # per symbol, as the venue last said it
         self._mode: int | None = None  # the account's position mode as last read; None: not known
         self._mode_problem = ""  # why a hedge account could not be made one-way
         self._mode_symbol = "BTCUSDT"  # the position list is read for this symbol (every slot is listed)
@@ -371,6 +377,7 @@ class BybitVenue:
                 pos = parse.position(row)
                 if pos is not None:
                     out.append(pos)
+                self._learn_leverage(row)
             self._learn_mode({int(r.get("positionIdx") or 0) for r in rows})
             cursor = result.get("nextPageCursor") or ""
             if not cursor:
@@ -378,11 +385,29 @@ class BybitVenue:
         return sorted(out, key=lambda p: p.symbol)
 
     def set_leverage(self, symbol: str, leverage: float) -> None:
+        """The symbol's leverage (buy = sell); no request when the venue already has it."""
         if self._ensure_mode_for_open():
             raise OrderRejected(self.refusal)
         lev = parse.number(leverage)
-        self._req("set_leverage", write=True, ok=frozenset({110043}), category=CATEGORY, symbol=symbol,
-                  buyLeverage=lev, sellLeverage=lev)
+        if self._leverage.get(symbol) == float(lev):
+            return
+        try:
+            # 110043 "not modified": it is that already.
+            self._req("set_leverage", write=True, ok=frozenset({110043}), category=CATEGORY, symbol=symbol,
+                      buyLeverage=lev, sellLeverage=lev)
+        except VenueError:
+            self.forget_leverage(symbol)
+            raise
+        self._leverage[symbol] = float(lev)
+
+    def forget_leverage(self, symbol: str) -> None:
+        """The venue may not have the leverage we think: set it again at the next open."""
+        self._leverage.pop(symbol, None)
+
+    def _learn_leverage(self, row: dict[str, Any]) -> None:
+        symbol, lev = row.get("symbol"), parse.f(row.get("leverage"))
+        if symbol and lev:
+            self._leverage[symbol] = lev
 
     def set_trading_stop(
         self,
@@ -458,7 +483,14 @@ class BybitVenue:
                 params["takeProfit"] = parse.round_tick(order.take_profit, inst.tick_size)
             if order.stop_loss is not None:
                 params["stopLoss"] = parse.round_tick(order.stop_loss, inst.tick_size)
-        return self._create(order, params)
+        if order.reduce_only:
+            return self._create(order, params)
+        try:
+            return self._create(order, params)
+        except OrderRejected:
+            # Refused: perhaps for its leverage (risk limit, margin); cheap to set it again.
+            self.forget_leverage(order.symbol)
+            raise
 
     def _create(self, order: OrderRequest, params: dict[str, Any]) -> OrderInfo:
         link, sym = order.order_link_id, order.symbol
