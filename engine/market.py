@@ -28,6 +28,10 @@ KEEP_15M = 100
 # What a cold start reads from the venue: the deciders want 100 × 15m of history.
 LOAD = {1: KEEP_1M, 5: KEEP_5M, 15: KEEP_15M}
 FLAT_PCT = 0.02  # a fast EMA within this many percent of the slow one is no trend
+# The mean the price is stretched from: the EMA(60) of 1m closes (its weights centre half an hour back).
+# On the calibrated market (engine/venues/simfeed.py: overshoots that fade over minutes
+# to hours, jumps that partly retrace) a price far from it tends to come back some way.
+MEAN_1M = 60
 MINUTE = 60
 
 
@@ -160,6 +164,7 @@ class SymbolMarket:
         self.symbol = symbol
         self.m1, self.m5, self.m15 = Frame(KEEP_1M), Frame(KEEP_5M), Frame(KEEP_15M)
         self._f5, self._f15 = _Fold(300, self.m5), _Fold(900, self.m15)
+        self.mean_1m = Ema(MEAN_1M)
 
     @classmethod
     def from_klines(cls, symbol: str, k1: Sequence[Kline], k5: Sequence[Kline], k15: Sequence[Kline]) -> SymbolMarket:
@@ -185,6 +190,7 @@ class SymbolMarket:
             if last is not None and r[0] <= last:
                 continue
             self.m1.add(r)
+            self.mean_1m.add(r[4])
             self._f5.add(r)
             self._f15.add(r)
             n += 1
@@ -205,6 +211,7 @@ class SymbolMarket:
         vol_before = sum(vols[:-5]) / 4 if len(vols) > 5 else 0.0
         mid = (ticker.bid + ticker.ask) / 2 or price
         last = rows1[-1] if rows1 else None
+        mean = self.mean_1m.value
 
         def pct(x: float) -> float:
             return x / price * 100.0 if price else 0.0
@@ -232,6 +239,7 @@ class SymbolMarket:
             trend_5m=m5.trend(),
             trend_15m=m15.trend(),
             volume_change_pct=(vol_recent / vol_before - 1.0) * 100.0 if vol_before else 0.0,
+            stretch_pct=(price / mean - 1.0) * 100.0 if mean and price else 0.0,
         )
 
 
