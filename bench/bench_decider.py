@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,8 +195,14 @@ def main() -> None:
         for seed in seeds:
             files = candle_files(seed, args.days, args.cache)
             jobs += [(w, seed, files, params) for w in which]
+    results = []
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        results = list(pool.map(replay_one, jobs))
+        for fut in as_completed([pool.submit(replay_one, j) for j in jobs]):
+            r = fut.result()
+            results.append(r)
+            print(f"  done: seed {r['seed']} {r['which']}: {r['trades']} trades, {r['per_day']:.1f}/day, "
+                  f"DD {r['dd']:.1f}%, expectancy {_f(r['exp'], '+.2f')}, PnL {r['pnl']:+.0f} "
+                  f"({r['cpu']:.0f} s CPU; load {os.getloadavg()[0]:.1f})", flush=True)
     by = {(r["which"], r["seed"]): r for r in results}
     for title, seeds in groups:
         print_table(f"{title}, {args.days:g} days each", [by[(w, s)] for s in seeds for w in which])
