@@ -59,7 +59,9 @@ def build_venue(settings: Settings, clock: Clock, store: StateStore | None = Non
 
 def build_decider(settings: Settings) -> Decider:
     if settings.decider == "rules":
-        return RuleDecider(settings.tp_atr_mult, settings.sl_atr_mult, settings.default_time_in_trade_limit_sec)
+        # Its stop must fit the guardrails' range, its hold the time limits they allow.
+        return RuleDecider(sl_pct_max=settings.sl_pct_max,
+                           time_limit_sec=min(max(3600, settings.time_limit_min_sec), settings.time_limit_max_sec))
     if settings.decider == "openai":
         from engine.deciders.openai import build_openai_decider
 

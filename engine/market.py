@@ -29,6 +29,10 @@ KEEP_15M = 100
 LOAD = {1: KEEP_1M, 5: KEEP_5M, 15: KEEP_15M}
 ATR_MEDIAN_1M = 1440  # ATR(1m) samples (one per closed 1m candle: 24 h) behind its median
 FLAT_PCT = 0.02  # a fast EMA within this many percent of the slow one is no trend
+# The mean the price is stretched from: the EMA(60) of 1m closes (its weights centre half an hour back).
+# On the calibrated market (engine/venues/simfeed.py: overshoots that fade over minutes
+# to hours, jumps that partly retrace) a price far from it tends to come back some way.
+MEAN_1M = 60
 MINUTE = 60
 
 
@@ -165,6 +169,7 @@ class SymbolMarket:
         # dynamic time limit compares the ATR now with its median of the last 24 h.
         self.atr_hist: deque[float] = deque(maxlen=ATR_MEDIAN_1M)
         self._median: tuple[float | None, float] = (None, 0.0)  # (last_1m it was taken at, median)
+        self.mean_1m = Ema(MEAN_1M)
 
     @classmethod
     def from_klines(cls, symbol: str, k1: Sequence[Kline], k5: Sequence[Kline], k15: Sequence[Kline]) -> SymbolMarket:
@@ -192,6 +197,7 @@ class SymbolMarket:
             self.m1.add(r)
             if self.m1.atr.n >= self.m1.atr.period and r[4] > 0:
                 self.atr_hist.append(self.m1.atr.value / r[4] * 100.0)
+            self.mean_1m.add(r[4])
             self._f5.add(r)
             self._f15.add(r)
             n += 1
@@ -223,6 +229,7 @@ class SymbolMarket:
         vol_before = sum(vols[:-5]) / 4 if len(vols) > 5 else 0.0
         mid = (ticker.bid + ticker.ask) / 2 or price
         last = rows1[-1] if rows1 else None
+        mean = self.mean_1m.value
 
         def pct(x: float) -> float:
             return x / price * 100.0 if price else 0.0
@@ -251,6 +258,7 @@ class SymbolMarket:
             trend_5m=m5.trend(),
             trend_15m=m15.trend(),
             volume_change_pct=(vol_recent / vol_before - 1.0) * 100.0 if vol_before else 0.0,
+            stretch_pct=(price / mean - 1.0) * 100.0 if mean and price else 0.0,
         )
 
 

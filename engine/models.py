@@ -489,6 +489,9 @@ class SymbolFeatures(Model):
     trend_5m: int
     trend_15m: int
     volume_change_pct: float  # last 5 closed 1m candles against the 20 before
+    # The price against the EMA(60) of 1m closes, in percent: how far it ran from its
+    # 1-hour EMA (+ above, − below). 0 where not computed (older records).
+    stretch_pct: float = 0.0
 
 
 class MarketSnapshot(Model):

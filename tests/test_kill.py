@@ -4,8 +4,8 @@ with the venue; SIGTERM during retries: exit 0, no traceback, the intents it lea
 unknown named and resolved by the next start.
 
 The real `scalpdesk --headless` runs in a subprocess against the loopback Bybit fake.
-To make it open on cue, the fake's klines draw an aligned trend for BTCUSDT (up: the
-default RuleDecider opens a long at its first cycle, 5 s after start; down: a short;
+To make it open on cue, the fake's klines draw a stretched market for BTCUSDT (cue up: a
+steady fall the default RuleDecider fades with a long at its first cycle, 5 s after start; down: a short;
 nothing under tests/ is swapped into the engine). The fake's gates and faults hold a
 request at a chosen point (received, accepted past the signature check, answered; or
 held before the matching engine for N seconds, landing late) while the test kills the

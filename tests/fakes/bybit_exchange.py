@@ -173,7 +173,9 @@ class FakeBybit:
         self.read_only: set[str] = set()
         self.instruments = {k: replace(v) for k, v in INSTRUMENTS.items()}
         self.prices = dict(PRICES)
-        self.trend = {s: 0 for s in PRICES}  # klines: +1 aligned up, -1 down, 0 flat
+        # klines: +1 a market the default RuleDecider opens a long on (it fell steadily and
+        # sits over 1 % under its hour's EMA, calmly: no guardrail in the way), -1 a short, 0 flat
+        self.trend = {s: 0 for s in PRICES}
         self.wallet = equity
         self.taker_fee = taker_fee
         self.position_mode = 0  # 0 one-way, 3 hedge
@@ -365,8 +367,10 @@ class FakeBybit:
             rows = self._kline_history(s, m, p.get("start"), p.get("end"), limit)
             return {"category": "linear", "symbol": s, "list": rows}
         price = self.prices[s]
-        d = 0.0001 * self.trend.get(s, 0) * m  # drift per bar
-        a = 2.5 * d if d else 0.0002 * math.sqrt(m)  # zig-zag: RSI ~60 on a trend
+        # Drift per bar against the cue (a fader buys the fall): 0.04 % a minute leaves the
+        # price ~1.2 % from its EMA(60) of 1m closes; a small zig-zag keeps ATR calm.
+        d = -0.0004 * self.trend.get(s, 0) * m
+        a = 0.5 * abs(d) if d else 0.0002 * math.sqrt(m)
         now_ms = self.server_ms()
         span = m * 60_000
         first = now_ms - now_ms % span
