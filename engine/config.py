@@ -155,8 +155,11 @@ class Settings(BaseSettings):
     cooldown_loss_factor: float = Field(1.5, ge=1, le=10)
     # multi-timeframe confirmation: two of the 1m/5m/15m trends with the side leave the
     # confidence as it is, three raise it a step, each one short of two and each against cut
-    # a step; before leverage and size are derived from it
-    mtf_confirmation: bool = True
+    # a step; before leverage and size are derived from it. Off by default: the default rules
+    # decider fades stretched moves, so its entries go against the short trends by design and
+    # a trend-following confirmation would cut exactly the trades it takes (for an AI decider
+    # that follows trends, switch it on).
+    mtf_confirmation: bool = False
     mtf_confidence_step: float = Field(0.05, ge=0, le=0.5)
 
     # Bybit (testnet, demo, live; paper reads its prices). Keys from the environment or a

@@ -443,6 +443,7 @@ class StateStore:
         self._positions: dict[str, PositionMeta] = {m.symbol: m for m in self._records(data, "positions")}
         self._cooldowns: dict[str, Cooldown] = {c.symbol: c for c in self._records(data, "cooldowns")}
         self._paper: dict[str, PaperAccount] = {a.venue: a for a in self._records(data, "paper")}
+        self._risk: dict[str, RiskState] = {r.account: r for r in self._records(data, "risk")}
         self._recent: deque[Trade] = deque(islice(self._history("journal"), RECENT_TRADES))  # newest first
         # Every trade is in memory when the journal held fewer than RECENT_TRADES.
         self._recent_complete = len(self._recent) < RECENT_TRADES
@@ -633,12 +634,13 @@ class StateStore:
 
     @_locked
     def put_risk(self, state: RiskState) -> None:
-        self._put(self._hot.table("risk"), state.model_dump(mode="json"), Query().account == state.account)
+        self._hot.put("risk", state.account, state.model_dump(mode="json"))
+        self._hot_changed()
+        self._risk[state.account] = state
 
     @_locked
     def get_risk(self, account: str = "main") -> RiskState | None:
-        found = [r for r in self._records("risk") if r.account == account]
-        return found[0] if found else None
+        return self._risk.get(account)
 
     # --- history
 

@@ -28,6 +28,12 @@ from tests.rig import make_rig
 NOW = 1_767_225_600.0
 
 
+@pytest.fixture
+def settings(settings):
+    """The defaults, with the multi-timeframe confirmation switched on (it is off by default)."""
+    return settings.model_copy(update={"mtf_confirmation": True})
+
+
 def ctx(f=None):
     return g.ReviewContext(now=NOW, balance=BALANCE, features={"BTCUSDT": f or features()}, instruments={"BTCUSDT": BTC})
 
