@@ -20,6 +20,7 @@ same jobs.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from engine.clock import Clock, ManualClock, wall_seconds
+
+YIELD_EVERY = 64  # SteppedTimers.run_until lets the event loop in after this many jobs
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,10 @@ class SteppedTimers(Timers):
                 job.due = nxt
             await self._run(job_id, job.fn)
             ran += 1
+            if ran % YIELD_EVERY == 0:
+                # A replay runs every job inline, never suspending: let the loop in now and
+                # then, or a Ctrl-C (asyncio cancels the main task) would wait for the end.
+                await asyncio.sleep(0)
         if until > self.clock.now():
             self.clock.set(until)
         return ran
