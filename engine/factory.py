@@ -60,7 +60,9 @@ def build_venue(settings: Settings, clock: Clock, store: StateStore | None = Non
 def build_decider(settings: Settings) -> Decider:
     if settings.decider == "rules":
         # Its stop must fit the guardrails' range, its hold the time limits they allow.
-        return RuleDecider(sl_pct_max=settings.sl_pct_max,
+        # The fee floor is the account's own round trip: a lower fee tier trades smaller stretches.
+        return RuleDecider(taker_fee_pct=settings.taker_fee_pct, slippage_pct=settings.slippage_bps / 100,
+                           sl_pct_max=settings.sl_pct_max,
                            time_limit_sec=min(max(3600, settings.time_limit_min_sec), settings.time_limit_max_sec))
     if settings.decider == "openai":
         from engine.deciders.openai import build_openai_decider

@@ -121,3 +121,16 @@ def test_stretch_is_the_price_against_the_ema_of_1m_closes_kept_candle_by_candle
     f = m.features(Ticker(symbol="BTCUSDT", last=price, mark=price, bid=price - 0.01, ask=price + 0.01))
     assert f.stretch_pct == pytest.approx((price / ema(closes, MEAN_1M)[-1] - 1) * 100)
     assert f.stretch_pct < -1
+
+
+def test_the_fee_floor_is_the_settings_round_trip():
+    from engine.factory import build_decider
+
+    default = build_decider(load_settings(state_dir="/nonexistent"))
+    assert default.round_trip_pct == pytest.approx(2 * (0.055 + 0.02))
+    cheap = build_decider(load_settings(state_dir="/nonexistent", taker_fee_pct=0.02, slippage_bps=1))
+    assert cheap.round_trip_pct == pytest.approx(2 * (0.02 + 0.01))
+    # a stretch too small for the default fees clears the cheaper round trip
+    small = stretched(-0.6)
+    assert decide(small).action is Action.HOLD
+    assert decide(small, cheap).action is Action.OPEN_LONG

@@ -107,6 +107,11 @@ def test_an_operator_approves_force_closes_and_quits_in_tmux(tmp_path):
         "SCALPDESK_MONITOR_INTERVAL_SEC": "60",
         "SCALPDESK_APPROVAL_TIMEOUT_SEC": "3600",
         "COOLDOWN_MINUTES": "120",
+        # The rules decider trades a stretch that clears the round trip twice: at Bybit's fees
+        # that is about 11 trades a day, at any hour perhaps none for the test's minute. On a
+        # fee tier near zero the floor is a small stretch, so an entry comes within minutes.
+        "SCALPDESK_TAKER_FEE_PCT": "0.005",
+        "SCALPDESK_SLIPPAGE_BPS": "0",
         "TERM": "xterm-256color",
         "COLORTERM": "truecolor",
         "LANG": "C.UTF-8",
