@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.config import Settings
-from engine.models import EntryBlock, RiskState
+from engine.models import EntryBlock, IntentStatus, RiskState
 from engine.store import StateStore
 from engine.today import day_start, next_day
 
@@ -113,6 +113,12 @@ class RiskBook:
         self.settings = settings
         self._lock = threading.Lock()  # looks run on the loop's workers, opens in the executor's
         self.state = store.get_risk() or RiskState()
+        # The day's count of opens is written with the next intent, not on its own (see
+        # opened()): after a crash it is at least the opens whose intents are still kept.
+        kept = sum(1 for i in store.intents(IntentStatus.EXECUTED)
+                   if i.kind == "OPEN" and self.state.day and i.created_at >= self.state.day)
+        if kept > self.state.opens_today:
+            self.state = self.state.model_copy(update={"opens_today": kept})
 
     def limits(self) -> Limits:
         return Limits.of(self.state)
@@ -121,9 +127,9 @@ class RiskBook:
     def pause_reason(self) -> str:
         return self.state.drawdown_pause
 
-    def _save(self, st: RiskState) -> None:
+    def _save(self, st: RiskState, durable: bool = True) -> None:
         if st != self.state:
-            self.store.put_risk(st)
+            self.store.put_risk(st, durable=durable)
             self.state = st
 
     def look(self, now: float, equity: float, say: Say) -> bool:
@@ -166,7 +172,9 @@ class RiskBook:
             if st.day != today:  # the first event of a day: its starting equity comes with the next look
                 st = st.model_copy(update={"day": today, "day_start_equity": 0.0, "opens_today": 0,
                                            "daily_loss_hit": False})
-            self._save(st.model_copy(update={"opens_today": st.opens_today + 1}))
+            # Not a write of its own on the order path (what follows the ack is written once):
+            # the next intent's durable write carries it, before that order can be sent.
+            self._save(st.model_copy(update={"opens_today": st.opens_today + 1}), durable=False)
 
     def resume(self, equity: float | None) -> str:
         """The operator resumed: a drawdown pause is lifted and the peak starts again from the

@@ -633,9 +633,12 @@ class StateStore:
     # --- the risk limits' memory
 
     @_locked
-    def put_risk(self, state: RiskState) -> None:
+    def put_risk(self, state: RiskState, *, durable: bool = True) -> None:
+        """durable=False: kept in memory and carried by the next write of state.json (the
+        next intent's, before its order is sent) or the close, not written on its own."""
         self._hot.put("risk", state.account, state.model_dump(mode="json"))
-        self._hot_changed()
+        if durable:
+            self._hot_changed()
         self._risk[state.account] = state
 
     @_locked

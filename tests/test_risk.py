@@ -239,6 +239,27 @@ async def test_max_trades_per_day_counts_opens_across_a_restart_and_lifts_the_ne
         again.store.close()
 
 
+async def test_a_crash_after_an_open_does_not_forget_it_in_the_days_count(tmp_path):
+    """The count is not written on its own after the ack (one write follows it): a crash
+    right after an open leaves it out of state.json; the restart counts the day's opens
+    from their intents."""
+    import shutil
+
+    from engine.store import STATE_FILE, StateStore
+
+    rig = await started(make_rig(tmp_path / "s", max_trades_per_day=5))
+    rig.decider.push(long_btc())
+    await rig.engine.run_decision_cycle()
+    assert rig.store.get_risk().opens_today == 1
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    shutil.copy(tmp_path / "s" / STATE_FILE, crashed / STATE_FILE)  # the file as a SIGKILL leaves it
+    await rig.engine.stop()
+    with StateStore(crashed) as store:
+        assert (store.get_risk() or RiskState()).opens_today == 0  # the count itself was not written yet
+        assert risk.RiskBook(store, rig.settings).state.opens_today == 1
+
+
 def test_the_risk_state_round_trips_through_the_store(tmp_path):
     from engine.store import StateStore
 
