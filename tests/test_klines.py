@@ -140,7 +140,10 @@ def test_requests_are_paced(srv, tmp_path):
                  "--rate", "10"]) == 0
     stamps = [t for t, _, _, _ in srv.exchange.requests]
     assert len(stamps) == 4  # server time + 3 pages
-    assert min(b - a for a, b in zip(stamps, stamps[1:])) >= 0.09
+    # 10 a second: three gaps of 0.1 s. Measured where the server reads them, one gap can
+    # shrink when the request before it was held up on the way; the span cannot (unpaced,
+    # the four take a few milliseconds on loopback).
+    assert stamps[-1] - stamps[0] >= 0.25
 
 
 def test_the_unfinished_candle_is_never_written(srv, tmp_path):
