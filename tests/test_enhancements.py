@@ -30,8 +30,8 @@ NOW = 1_767_225_600.0
 
 @pytest.fixture
 def settings(settings):
-    """The defaults, with the multi-timeframe confirmation switched on (it is off by default)."""
-    return settings.model_copy(update={"mtf_confirmation": True})
+    """The defaults, with the enhancements that are off by default switched on."""
+    return settings.model_copy(update={"mtf_confirmation": True, "dynamic_time_limit": True})
 
 
 def ctx(f=None):
