@@ -87,9 +87,9 @@ def loaded_engine(state_dir: Path):
     from engine.config import load_settings
     from engine.deciders.rules import RuleDecider
     from engine.engine import Engine
-    from engine.models import Action, Decision, OrderPlan, Review, Verdict
     from engine.store import StateStore
     from engine.venues.paper import PaperVenue
+    from positions import open_positions
     from engine.venues.simfeed import SimFeed
 
     clock = SystemClock()
@@ -105,17 +105,7 @@ def loaded_engine(state_dir: Path):
     venue = PaperVenue(feed, clock, equity=settings.paper_equity, name="sim")
     store = StateStore(state_dir)
     engine = Engine(settings, store, venue, RuleDecider(), clock)
-    for i, sym in enumerate(extra):
-        px = venue.ticker(sym).last
-        side = "long" if i % 2 else "short"
-        qty = max(round(1000 / px, 2), 0.01)
-        sign = 1 if side == "long" else -1
-        d = Decision(symbol=sym, action=Action.OPEN_LONG if side == "long" else Action.OPEN_SHORT,
-                     confidence=0.8, time_in_trade_limit_sec=1800 + 15 * i, rationale="bench")
-        plan = OrderPlan(symbol=sym, side=side, qty=qty, price=px, leverage=5,
-                         take_profit=round(px * (1 + sign * 0.05), 2), stop_loss=round(px * (1 - sign * 0.05), 2),
-                         margin=qty * px / 5, notional=qty * px)
-        engine.executor.open(Review(verdict=Verdict.EXECUTE, decision=d, order=plan))
+    open_positions(engine, venue, extra, limit_sec=lambda i: 1800 + 15 * i, band=0.05, digits=2)
     return engine
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -176,7 +175,7 @@ def _sim_engine(tmp: Path, positions: int = 0):
     ManualClock, with `positions` more symbols each holding an open position."""
     from engine.deciders.rules import RuleDecider
     from engine.engine import Engine
-    from engine.models import OrderPlan, Review, Verdict
+    from positions import open_positions
 
     clock = ManualClock()
     s = load_settings(state_dir=tmp / "state", symbols=SYMBOLS10, paper_equity=1e9, mode="approve",
@@ -185,17 +184,7 @@ def _sim_engine(tmp: Path, positions: int = 0):
     feed = SimFeed([*s.symbols, *extra], seed=1, start=clock.now())
     venue = PaperVenue(feed, clock, equity=1e9, name="sim")
     engine = Engine(s, StateStore(s.state_dir), venue, RuleDecider(), clock)
-    for i, sym in enumerate(extra):
-        px = venue.ticker(sym).last
-        side = "long" if i % 2 else "short"
-        qty = max(round(1000 / px, 2), 0.01)
-        sign = 1 if side == "long" else -1
-        d = Decision(symbol=sym, action=Action.OPEN_LONG if side == "long" else Action.OPEN_SHORT,
-                     confidence=0.8, time_in_trade_limit_sec=86400, rationale="bench")
-        plan = OrderPlan(symbol=sym, side=side, qty=qty, price=px, leverage=5,
-                         take_profit=round(px * (1 + sign * 0.5), 4), stop_loss=round(px * (1 - sign * 0.5), 4),
-                         margin=qty * px / 5, notional=qty * px)
-        engine.executor.open(Review(verdict=Verdict.EXECUTE, decision=d, order=plan))
+    open_positions(engine, venue, extra, limit_sec=lambda i: 86400, band=0.5, digits=4)
     return engine, clock
 
 

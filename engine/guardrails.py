@@ -30,6 +30,7 @@ from engine.models import (
     Instrument,
     OrderPlan,
     Review,
+    RiskState,
     Side,
     SymbolFeatures,
     Verdict,
@@ -72,7 +73,7 @@ class ReviewContext:
     # as a line for the operator; no entry of that symbol, either side, meanwhile.
     in_flight: dict[str, str] = field(default_factory=dict)
     # the account-wide limits' memory (day's start, opens, peak, a drawdown pause); None: no limits
-    limits: risk.Limits | None = None
+    limits: RiskState | None = None
 
 
 def _clamp(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from engine.config import Settings
 from engine.models import EntryBlock, IntentStatus, RiskState
@@ -26,22 +25,6 @@ MAX_TRADES_PER_DAY = "MAX_TRADES_PER_DAY"
 FEES_EXCEED_EDGE = "FEES_EXCEED_EDGE"
 
 Say = Callable[[str, str, str], None]  # (level, message, code)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the guardrails see of the limits' memory (a RiskState, frozen)."""
-
-    day: float = 0.0
-    day_start_equity: float = 0.0
-    opens_today: int = 0
-    daily_loss_hit: bool = False
-    peak_equity: float = 0.0
-    drawdown_pause: str = ""
-
-    @classmethod
-    def of(cls, st: RiskState) -> Limits:
-        return cls(st.day, st.day_start_equity, st.opens_today, st.daily_loss_hit, st.peak_equity, st.drawdown_pause)
 
 
 def loss_pct(start: float, equity: float) -> float:
@@ -66,7 +49,7 @@ def paper_costs(s: Settings) -> dict[str, float]:
     return {"taker_fee": s.taker_fee_pct / 100.0, "slippage_bps": s.slippage_bps}
 
 
-def limit_blocks(limits: Limits | None, equity: float, now: float, s: Settings) -> list[EntryBlock]:
+def limit_blocks(limits: RiskState | None, equity: float, now: float, s: Settings) -> list[EntryBlock]:
     """The account-wide limits that block an entry now. Pure: the limits' memory, the
     equity (realised and unrealised) and the time in, the blocks out."""
     if limits is None:
@@ -120,8 +103,10 @@ class RiskBook:
         if kept > self.state.opens_today:
             self.state = self.state.model_copy(update={"opens_today": kept})
 
-    def limits(self) -> Limits:
-        return Limits.of(self.state)
+    def limits(self) -> RiskState:
+        """What the guardrails see: the state as it is now (never changed in place: every
+        change is a new RiskState)."""
+        return self.state
 
     @property
     def pause_reason(self) -> str:

@@ -266,27 +266,37 @@ class AtomicJSONStorage(Storage):
         self.fsync = fsync
         self._seen: tuple[int, int, int] | None = None  # the file as we last read or wrote it
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
     def read(self) -> dict[str, dict[str, Any]] | None:
         data = _load(self.path)
-        self._seen = self._stat()
+        self._seen = _stamp(self.path)
         return data
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        # Reads come from memory, so a file changed behind our back is only seen here:
-        # refuse to write over it (it may be an operator's repair, or damage to look at).
-        if self._stat() != self._seen:
-            _load(self.path)  # says what is wrong with it, if anything is
-            raise StoreCorrupt(self.path, "was changed by another program while scalpdesk held the state "
-                                          "directory; stop scalpdesk and check it (scalpdesk state check)")
-        atomic_write(self.path, json.dumps(data, ensure_ascii=False, allow_nan=False).encode(), fsync=self.fsync)
-        self._seen = self._stat()
+        payload = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
+        self._seen = _replace_unchanged(self.path, self._seen, payload, self.fsync)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """The file as the file system last saw it (None: there is none)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _replace_unchanged(path: Path, seen: tuple[int, int, int] | None, payload: bytes,
+                       fsync: bool) -> tuple[int, int, int] | None:
+    """Replace the file atomically with `payload`, unless it changed since `seen`; the new stamp.
+
+    Reads come from memory, so a file changed behind our back is only seen here: refuse
+    to write over it (it may be an operator's repair, or damage to look at)."""
+    if _stamp(path) != seen:
+        _load(path)  # says what is wrong with it, if anything is
+        raise StoreCorrupt(path, "was changed by another program while scalpdesk held the state "
+                                 "directory; stop scalpdesk and check it (scalpdesk state check)")
+    atomic_write(path, payload, fsync=fsync)
+    return _stamp(path)
 
 
 def _encode(doc: dict[str, Any]) -> str:
@@ -298,7 +308,7 @@ class HotFile:
     its encoded JSON: a write encodes only the record that changed and joins the rest,
     so its cost does not grow with every intent kept for the idempotency window (a whole
     json.dumps of 400 intents cost 3 ms a write). The file is replaced atomically, and
-    never over a file changed behind our back (see AtomicJSONStorage.write)."""
+    never over a file changed behind our back (_replace_unchanged)."""
 
     def __init__(self, path: Path, data: dict[str, dict[str, dict[str, Any]]] | None, fsync: bool) -> None:
         self.path = path
@@ -307,20 +317,13 @@ class HotFile:
         self.ids: dict[str, dict[Any, str]] = {name: {} for name in HOT_TABLES}  # table -> key -> doc id
         self.next_id = dict.fromkeys(HOT_TABLES, 1)
         self.pending = False  # changed in memory, not written yet
-        self._seen = self._stat()
+        self._seen = _stamp(path)
         for name, table in (data or {}).items():
             key = HOT_TABLES[name].key
             for doc_id, doc in table.items():
                 self.docs[name][doc_id] = _encode(doc)
                 self.ids[name][doc.get(key)] = doc_id
             self.next_id[name] = max((int(i) for i in table), default=0) + 1
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def put(self, name: str, key: Any, doc: dict[str, Any]) -> None:
         doc_id = self.ids[name].get(key)
@@ -340,16 +343,11 @@ class HotFile:
         """Write what changed (nothing if nothing did): one atomic replace of the file."""
         if not self.pending:
             return
-        if self._stat() != self._seen:
-            _load(self.path)  # says what is wrong with it, if anything is
-            raise StoreCorrupt(self.path, "was changed by another program while scalpdesk held the state "
-                                          "directory; stop scalpdesk and check it (scalpdesk state check)")
         tables = ",".join(
             f"{json.dumps(name)}:{{" + ",".join(f'"{i}":{doc}' for i, doc in docs.items()) + "}"
             for name, docs in self.docs.items() if docs or name in ("intents", "positions", "cooldowns")
         )
-        atomic_write(self.path, ("{" + tables + "}").encode(), fsync=self.fsync)
-        self._seen = self._stat()
+        self._seen = _replace_unchanged(self.path, self._seen, ("{" + tables + "}").encode(), self.fsync)
         self.pending = False
 
 

@@ -81,3 +81,12 @@ def features(symbol: str = "BTCUSDT", price: float = 100_000.0, **over) -> Symbo
 
 BTC = Instrument(symbol="BTCUSDT", qty_step=0.001, min_qty=0.001, min_notional=5, tick_size=0.1, max_leverage=100)
 BALANCE = Balance(equity=10_000.0, available=10_000.0)
+
+
+@pytest.fixture
+def srv():
+    """The loopback Bybit (tests/fakes/bybit_server.py) the real pybit client talks to."""
+    from tests.fakes.bybit_server import BybitFakeServer
+
+    with BybitFakeServer() as s:
+        yield s

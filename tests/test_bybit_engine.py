@@ -8,13 +8,6 @@ import pytest
 
 from engine.models import CloseReason, Intent, IntentStatus, PositionMeta
 from tests.fakes.bybit_rig import long_btc, make_bybit_rig, plan
-from tests.fakes.bybit_server import BybitFakeServer
-
-
-@pytest.fixture
-def srv():
-    with BybitFakeServer() as s:
-        yield s
 
 
 @pytest.fixture

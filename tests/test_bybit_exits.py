@@ -12,15 +12,8 @@ import pytest
 from engine.events import PositionsUpdated
 from engine.models import CloseReason, IntentStatus
 from tests.fakes.bybit_rig import long_btc, make_bybit_rig, plan
-from tests.fakes.bybit_server import BybitFakeServer
 
 CREATE = "/v5/order/create"
-
-
-@pytest.fixture
-def srv():
-    with BybitFakeServer() as s:
-        yield s
 
 
 @pytest.fixture

@@ -10,15 +10,8 @@ import pytest
 from engine.models import IntentStatus, OrderRequest
 from engine.venues.base import AuthError, OrderRejected
 from tests.fakes.bybit_rig import long_btc, make_bybit_rig, plan, venue_for
-from tests.fakes.bybit_server import BybitFakeServer
 
 CREATE = "/v5/order/create"
-
-
-@pytest.fixture
-def srv():
-    with BybitFakeServer() as s:
-        yield s
 
 
 @pytest.fixture

@@ -20,16 +20,9 @@ from engine.guardrails import ORDER_IN_FLIGHT, POSITION_OPEN
 from engine.models import Action, CloseReason, IntentStatus
 from engine.store import StateStore
 from tests.fakes.bybit_rig import in_flight_open, long_btc, make_bybit_rig, scripted, send_raw
-from tests.fakes.bybit_server import BybitFakeServer
 
 CREATE = "/v5/order/create"
 LINK = "o-" + "a1" * 16
-
-
-@pytest.fixture
-def srv():
-    with BybitFakeServer() as s:
-        yield s
 
 
 def leave(state, *intents) -> None:

@@ -10,7 +10,6 @@ polling takes over; marks tick, at most marks_per_sec times a second."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import pytest
@@ -18,16 +17,9 @@ import pytest
 from engine.events import CooldownStarted, EngineState, MarketUpdated, PositionClosed, PositionOpened, PositionsUpdated
 from engine.models import CloseReason, IntentStatus
 from tests.fakes.bybit_rig import long_btc, make_bybit_rig, plan, scripted
-from tests.fakes.bybit_server import BybitFakeServer
 from tests.fakes.bybit_ws_server import BybitWsServer
 
 CREATE, POSITIONS = "/v5/order/create", "/v5/position/list"
-
-
-@pytest.fixture
-def srv():
-    with BybitFakeServer() as s:
-        yield s
 
 
 @pytest.fixture
@@ -111,7 +103,6 @@ async def test_an_execution_pushed_before_the_rest_ack_doubles_nothing(srv, ws, 
     try:
         marks = await started(rig)
         passes = marks.passes
-        pushed = threading.Event()
         ws_sent = len(ws.sent)
         # The fill is pushed (execution, order, position, wallet) half a second before the
         # REST answer to the create comes back.
@@ -119,7 +110,6 @@ async def test_an_execution_pushed_before_the_rest_ack_doubles_nothing(srv, ws, 
         opener = asyncio.create_task(open_long(rig))
         await until(lambda: any('"execution"' in m for _, t, m in ws.sent[ws_sent:] if t == "execution"),
                     what="the execution push")
-        pushed.set()
         assert not opener.done(), "the push came before the ack"
         meta = await opener
         await asyncio.sleep(0.3)

@@ -9,13 +9,6 @@ from engine.models import CloseReason, OrderRequest
 from engine.venues import bybit as bybit_mod
 from engine.venues.base import OrderRejected
 from tests.fakes.bybit_rig import venue_for
-from tests.fakes.bybit_server import BybitFakeServer
-
-
-@pytest.fixture
-def srv():
-    with BybitFakeServer() as s:
-        yield s
 
 
 @pytest.fixture

@@ -11,15 +11,8 @@ import pytest
 from app.doctor import run_doctor
 from tests.fakes.bybit_exchange import FAKE_KEY, FAKE_SECRET
 from tests.fakes.bybit_rig import leaks, settings_for
-from tests.fakes.bybit_server import BybitFakeServer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def srv():
-    with BybitFakeServer() as s:
-        yield s
 
 
 def doctor(srv, tmp_path, **over):

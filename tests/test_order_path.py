@@ -27,12 +27,6 @@ LEVERAGE = "/v5/position/set-leverage"
 
 
 @pytest.fixture
-def srv():
-    with BybitFakeServer() as s:
-        yield s
-
-
-@pytest.fixture
 def rig(srv, tmp_path):
     r = make_bybit_rig(srv, tmp_path / "state")
     yield r

@@ -15,14 +15,14 @@ from engine.config import SettingsError, load_settings
 from engine.events import DecisionEvent, EngineState
 from engine.models import Action, Balance, RiskState, Verdict
 from engine.today import day_start, next_day
-from tests.conftest import BALANCE, BTC, features
+from tests.conftest import BTC, features
 from tests.rig import calm, long_btc, make_rig
 
 NOW = 1_767_225_600.0 + 3600  # 2026-01-01 01:00 UTC
 DAY = day_start(NOW)
 
 
-def ctx(equity: float = 10_000.0, limits: risk.Limits | None = None, **over) -> g.ReviewContext:
+def ctx(equity: float = 10_000.0, limits: RiskState | None = None, **over) -> g.ReviewContext:
     base = dict(
         now=NOW,
         balance=Balance(equity=equity, available=equity),
@@ -53,7 +53,7 @@ def closing():
 
 
 def test_daily_loss_limit_blocks_an_entry_until_the_next_utc_day_and_never_a_close(settings):
-    lim = risk.Limits(day=DAY, day_start_equity=10_000.0, peak_equity=10_000.0)
+    lim = RiskState(day=DAY, day_start_equity=10_000.0, peak_equity=10_000.0)
     assert g.review(opening(), ctx(9_750.0, lim), settings).verdict is Verdict.EXECUTE  # 2.5 % < 3 %
     r = g.review(opening(), ctx(9_690.0, lim), settings)  # 3.1 % down since 00:00 UTC
     assert r.verdict is Verdict.BLOCKED and r.reasons == [g.DAILY_LOSS_LIMIT]
@@ -61,7 +61,7 @@ def test_daily_loss_limit_blocks_an_entry_until_the_next_utc_day_and_never_a_clo
     held = ctx(9_690.0, lim, positions={"BTCUSDT": "long"})
     assert g.review(closing(), held, settings).verdict is Verdict.EXECUTE
     # latched for the day: a bounce does not reopen the door; the next day it is gone
-    hit = risk.Limits(day=DAY, day_start_equity=10_000.0, daily_loss_hit=True)
+    hit = RiskState(day=DAY, day_start_equity=10_000.0, daily_loss_hit=True)
     assert g.review(opening(), ctx(9_900.0, hit), settings).reasons == [g.DAILY_LOSS_LIMIT]
     tomorrow = ctx(9_690.0, hit, now=next_day(NOW) + 60)
     assert g.review(opening(), tomorrow, settings).verdict is Verdict.EXECUTE
@@ -71,11 +71,11 @@ def test_daily_loss_limit_blocks_an_entry_until_the_next_utc_day_and_never_a_clo
 
 
 def test_max_drawdown_blocks_entries_from_the_peak_and_never_a_close(settings):
-    lim = risk.Limits(day=DAY, day_start_equity=9_000.0, peak_equity=11_000.0)
+    lim = RiskState(day=DAY, day_start_equity=9_000.0, peak_equity=11_000.0)
     assert g.review(opening(), ctx(10_000.0, lim), settings).verdict is Verdict.EXECUTE  # 9.1 % < 10 %
     r = g.review(opening(), ctx(9_850.0, lim), settings)  # 10.5 % below the peak
     assert r.reasons == [g.MAX_DRAWDOWN] and "below its peak 11000.00" in r.detail[0]
-    paused = risk.Limits(day=DAY, day_start_equity=9_000.0, peak_equity=11_000.0, drawdown_pause="MAX_DRAWDOWN: x")
+    paused = RiskState(day=DAY, day_start_equity=9_000.0, peak_equity=11_000.0, drawdown_pause="MAX_DRAWDOWN: x")
     assert g.review(opening(), ctx(10_500.0, paused), settings).reasons == [g.MAX_DRAWDOWN]
     held = ctx(9_850.0, paused, positions={"BTCUSDT": "long"})
     assert g.review(closing(), held, settings).verdict is Verdict.EXECUTE
@@ -83,9 +83,9 @@ def test_max_drawdown_blocks_entries_from_the_peak_and_never_a_close(settings):
 
 def test_max_trades_per_day_counts_the_days_opens_and_never_blocks_a_close(settings):
     assert settings.max_trades_per_day == 30
-    lim = risk.Limits(day=DAY, day_start_equity=10_000.0, opens_today=29)
+    lim = RiskState(day=DAY, day_start_equity=10_000.0, opens_today=29)
     assert g.review(opening(), ctx(limits=lim), settings).verdict is Verdict.EXECUTE
-    full = risk.Limits(day=DAY, day_start_equity=10_000.0, opens_today=30)
+    full = RiskState(day=DAY, day_start_equity=10_000.0, opens_today=30)
     r = g.review(opening(), ctx(limits=full), settings)
     assert r.reasons == [g.MAX_TRADES_PER_DAY] and "30 positions opened today, at most 30" in r.detail[0]
     assert g.review(closing(), ctx(limits=full, positions={"BTCUSDT": "long"}), settings).verdict is Verdict.EXECUTE
@@ -94,7 +94,7 @@ def test_max_trades_per_day_counts_the_days_opens_and_never_blocks_a_close(setti
 
 def test_a_limit_set_to_zero_is_off(tmp_path):
     off = load_settings(state_dir=tmp_path, daily_loss_limit_pct=0, max_drawdown_pct=0, max_trades_per_day=0)
-    lim = risk.Limits(day=DAY, day_start_equity=10_000.0, peak_equity=20_000.0, opens_today=500)
+    lim = RiskState(day=DAY, day_start_equity=10_000.0, peak_equity=20_000.0, opens_today=500)
     assert g.review(opening(), ctx(5_000.0, lim), off).verdict is Verdict.EXECUTE
 
 

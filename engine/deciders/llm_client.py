@@ -100,7 +100,7 @@ def _retry_after(headers: Any) -> float | None:
     if v:
         parsed = email.utils.parsedate_tz(v)
         if parsed is not None:
-            return max(email.utils.mktime_tz(parsed) - time.time(), 0.0)
+            return max(email.utils.mktime_tz(parsed) - time.time(), 0.0)  # wall clock: an HTTP date is wall time
     return None
 
 

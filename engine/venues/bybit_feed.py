@@ -43,7 +43,7 @@ class BybitFeed(StreamSink):
         self._ticks: dict[str, deque[tuple[float, float]]] = {s: deque(maxlen=TICKS_KEPT) for s in self._symbols}
         self._tickers: dict[str, Ticker] = {}
         self._polled_at = 0.0
-        self._now = time.time()
+        self._now = time.time()  # wall clock: live prices are stamped in wall time
         self._poll(self._now)
         self.stream: BybitStreams | None = None  # public prices pushed (started by the engine's marks)
         if ws_url is not None:

@@ -240,7 +240,7 @@ class BybitClient:
 
     def now_ms(self) -> int:
         """Bybit's time as far as we know it."""
-        return int(time.time() * 1000) + self.offset_ms
+        return int(time.time() * 1000) + self.offset_ms  # wall clock: Bybit signs requests with wall time
 
     def call(self, method: str, *, private: bool = True, **params: Any) -> dict[str, Any]:
         """One attempt: the result dict, or Refused / Busy / NoAnswer / AuthError."""
@@ -303,9 +303,9 @@ class BybitClient:
 
     def sync_time(self) -> int:
         """Measure the offset to Bybit's clock (/v5/market/time); returns it in ms."""
-        t0 = time.time()
+        t0 = time.time()  # wall clock: the offset to Bybit's own wall clock
         result = self.call("get_server_time", private=False)
-        t1 = time.time()
+        t1 = time.time()  # wall clock: as above
         server_ms = int(result.get("timeNano", 0)) // 1_000_000 or int(result.get("timeSecond", 0)) * 1000
         self.offset_ms = int(server_ms - (t0 + t1) / 2 * 1000)
         return self.offset_ms
@@ -317,7 +317,7 @@ def _reset_wait(headers: Any) -> float:
         reset_ms = int((headers or {}).get("X-Bapi-Limit-Reset-Timestamp"))
     except (TypeError, ValueError):
         return 1.0
-    return min(max((reset_ms - time.time() * 1000) / 1000, 0.05), MAX_BACKOFF_SEC)
+    return min(max((reset_ms - time.time() * 1000) / 1000, 0.05), MAX_BACKOFF_SEC)  # wall clock: Bybit's reset stamp
 
 
 def _short(e: Exception) -> str:
