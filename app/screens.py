@@ -390,7 +390,9 @@ class JournalCache:
                 return read_journal(self.state_dir)  # says what is wrong
             seen: dict[str, tuple[int, int, int]] = {}
             if history.is_dir():
-                for path in history.glob("*.json"):
+                # An hour's log (.jsonl), or its file of the earlier layout (.json) until a
+                # store converts it: sorted, the log's stat is the one kept (engine.store.history_files).
+                for path in sorted(history.glob("*.json*")):
                     try:
                         st = path.stat()
                     except FileNotFoundError:

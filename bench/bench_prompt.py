@@ -134,9 +134,9 @@ async def cycle_times(n_symbols: int, cycles: int, fake: FakeOpenAI) -> dict[str
         stored: list[float] = []
         real_add = store.add_decisions
 
-        def add_decisions(recs):  # the cycle's records: one atomic, fsynced rewrite per history file
+        def add_decisions(recs, updates=()):  # the cycle's records: one fsynced append per history file
             t = time.perf_counter()
-            real_add(recs)
+            real_add(recs, updates)
             stored.append(time.perf_counter() - t)
 
         store.add_decisions = add_decisions  # type: ignore[method-assign]

@@ -24,7 +24,8 @@ class DecisionLog:
         self.clock = clock
         self.emit = emit
         self.io = io
-        self._batch: list[DecisionRecord] | None = None
+        self._batch: dict[str, DecisionRecord] | None = None  # a cycle's new records, by decision id
+        self._updates: dict[str, DecisionRecord] = {}  # and its updates of earlier ones
         self._newest: OrderedDict[str, DecisionEvent] = OrderedDict()  # by decision id, oldest first
 
     def newest(self) -> list[DecisionEvent]:
@@ -51,31 +52,31 @@ class DecisionLog:
 
     @asynccontextmanager
     async def cycle(self) -> AsyncIterator[None]:
-        """A decision cycle's new records are written together at its end (one write per
-        history file)."""
-        self._batch = []
+        """A decision cycle's records, new ones and updates of earlier ones (a proposal a
+        newer one replaced), are written together at its end: one append per history file."""
+        self._batch, self._updates = {}, {}
         try:
             yield
         finally:
-            batch, self._batch = self._batch, None
-            if batch:
-                await self.io(self.store.add_decisions, batch)
+            batch, updates, self._batch, self._updates = self._batch, self._updates, None, {}
+            if batch or updates:
+                await self.io(self.store.add_decisions, list(batch.values()), list(updates.values()))
 
     async def record(self, record: DecisionRecord, level: str, expires_at: float | None = None,
                      update: bool = False) -> None:
         """Write a record (update: replace the earlier record of the same decision) and tell it."""
-        if update:
-            if self._batch:  # the record may still be waiting in this cycle's batch
-                batch, self._batch = self._batch, []
-                await self.io(self.store.add_decisions, batch)
+        did = record.decision.decision_id
+        if self._batch is not None:
+            if update and did not in self._batch:
+                self._updates[did] = record
+            else:
+                self._batch[did] = record  # new, or a new one changed before it was written
+        elif update:
             await self.io(self.store.update_decision, record)
-        elif self._batch is not None:
-            self._batch.append(record)
         else:
             await self.io(self.store.add_decision, record)
         event = DecisionEvent(ts=self.clock.now(), level=level, message=record.message,  # type: ignore[arg-type]
                               code=record.status, record=record, expires_at=expires_at)
-        did = record.decision.decision_id
         self._newest.pop(did, None)
         self._newest[did] = event
         while len(self._newest) > NEWEST:

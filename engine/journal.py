@@ -2,8 +2,8 @@
 without its lock.
 
 A running engine holds the directory's lock and keeps writing; the report must not wait
-for it nor disturb it. History files are replaced atomically (engine.store), so a reader
-sees a whole old file or a whole new one. The records are validated with the store's own
+for it nor disturb it. History files are append-only logs of whole lines (engine.historylog):
+a reader sees every line written before it read, and ignores a line still being written. The records are validated with the store's own
 loader and models: a damaged file stops the read with StoreCorrupt naming it.
 """
 
@@ -14,21 +14,15 @@ from pathlib import Path
 from collections.abc import Iterable
 
 from engine.models import DecisionRecord, Trade
-from engine.store import HISTORY_DIR, HISTORY_TABLES, StoreCorrupt, StoreError, _load, _parse, _part, _PART_FILE
+from engine.store import HISTORY_DIR, HISTORY_TABLES, StoreCorrupt, StoreError, _load, _parse, _part, history_files
 
 
 def _hour_files(history: Path, since: float | None, until: float | None) -> list[Path]:
     """History files whose UTC hour can hold a trade closed in [since, until), oldest first."""
     first = None if since is None else _part(since)
     last = None if until is None else _part(until)
-    files = []
-    for p in history.glob("*.json"):
-        if not _PART_FILE.match(p.name):
-            continue
-        if (first is not None and p.stem < first) or (last is not None and p.stem > last):
-            continue
-        files.append(p)
-    return sorted(files)
+    return [p for p in history_files(history)
+            if (first is None or p.stem >= first) and (last is None or p.stem <= last)]
 
 
 def read_journal(state_dir: Path, since: float | None = None, until: float | None = None) -> list[Trade]:

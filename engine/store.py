@@ -4,16 +4,18 @@ A state directory holds:
 
     scalpdesk.lock            flock held by the one process using the directory; its pid
     state.json                hot state: intents, positions, cooldowns, the paper account, the risk limits (small)
-    history/YYYY-MM-DDTHH.json  decisions and journal of one UTC hour (append-mostly, pruned)
+    history/YYYY-MM-DDTHH.jsonl decisions and journal of one UTC hour (append-only, pruned)
 
-History is split by hour so that the frequent hot writes stay small, and a history write
-rewrites only its own hour: TinyDB rewrites a whole file on every insert, so a file per
-day grew to thousands of records by evening (16 ms and more per write at 2 MB) while a
-file per hour stays near 200 (a 60 s cycle over 3 symbols). Every write replaces a whole file atomically (temp file, fsync,
-rename, fsync of the directory): a crash leaves the old file or the new one, never a torn
-one. A file that does not load or validate stops the store with StoreCorrupt and is left
-exactly as it was found, so an operator can look at it (or restore it) before anything
-overwrites it.
+state.json is replaced whole on every write, atomically (temp file, fsync, rename, fsync
+of the directory): a crash leaves the old file or the new one, never a torn one. History
+is TinyDB over an append-only log of JSON lines, one file per UTC hour (engine.historylog):
+a write appends only its own records, so its cost does not grow with the hour (TinyDB's
+JSON file rewrote the whole hour, 2–3 MB by its end at a 5 s cycle over 10 symbols, on
+every insert), and retention deletes whole hours. History files of the earlier layout
+(YYYY-MM-DDTHH.json, TinyDB's JSON) are read, and converted when a store opens the
+directory. A file that does not load or validate stops the store with StoreCorrupt and
+is left exactly as it was found, so an operator can look at it (or restore it) before
+anything overwrites it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ import functools
 import json
 import os
 import re
-import secrets
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -35,11 +36,11 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from tinydb import Query, TinyDB
-from tinydb.middlewares import CachingMiddleware
-from tinydb.storages import Storage
-from tinydb.table import Table
+from tinydb import TinyDB
 
+from engine.fileio import atomic_write, fsync_dir  # noqa: F401 (atomic_write: the store's API)
+from engine.historylog import LOG_SUFFIX, AppendLogStorage, HistoryDB, encode_log, parse_log
+from engine.storeerrors import StoreCorrupt, StoreError, StoreLocked  # noqa: F401 (the store's API)
 from engine.models import (
     Cooldown,
     DecisionRecord,
@@ -54,35 +55,10 @@ from engine.models import (
 STATE_FILE = "state.json"
 LOCK_FILE = "scalpdesk.lock"
 HISTORY_DIR = "history"
-_PART_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}\.json$")
+_PART_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}\.jsonl?$")  # .json: the earlier layout
 _OPEN_PARTS = 4  # TinyDB instances kept open (each remembers its tables' next ids)
 _TEMP_GLOB = ".*.tmp"  # what atomic_write leaves behind if it is killed mid-write
 RECENT_TRADES = 200  # newest trades kept in memory (a cycle reads the last 10)
-
-
-class StoreError(Exception):
-    """Base of the store's errors."""
-
-
-class StoreCorrupt(StoreError):
-    """A state file does not load or validate; it has been left untouched."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}; the file was left untouched")
-
-
-class StoreLocked(StoreError):
-    """Another process holds the state directory."""
-
-    def __init__(self, state_dir: Path, pid: int | None) -> None:
-        self.state_dir = Path(state_dir)
-        self.pid = pid
-        super().__init__(
-            f"state directory {state_dir} is in use by another scalpdesk "
-            f"(pid {pid if pid is not None else 'unknown'}); stop it first or use another --state-dir"
-        )
 
 
 # --- what each file may hold ------------------------------------------------------------
@@ -129,13 +105,18 @@ def _describe(err: ValidationError) -> str:
 
 
 def _load(path: Path) -> dict[str, dict[str, dict[str, Any]]] | None:
-    """Plain JSON load of a TinyDB file with its shape checked; None if the file is absent."""
+    """The tables of a state or history file ({table: {doc id: record}}), their shape
+    checked; None if the file is absent."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as e:
         raise StoreCorrupt(path, f"cannot read it ({e.strerror})") from e
+    if path.suffix == LOG_SUFFIX:
+        data = parse_log(path, raw)[0]
+        _check_tables(path, data)
+        return data
     if not raw.strip():
         # We never write an empty file (writes are atomic), so this is damage, not "no data".
         raise StoreCorrupt(path, "the file is empty")
@@ -145,6 +126,11 @@ def _load(path: Path) -> dict[str, dict[str, dict[str, Any]]] | None:
         raise StoreCorrupt(path, f"not valid JSON ({e})") from e
     if not isinstance(data, dict):
         raise StoreCorrupt(path, f"expected a JSON object of tables, found {_json_kind(data)}")
+    _check_tables(path, data)
+    return data
+
+
+def _check_tables(path: Path, data: dict[str, Any]) -> None:
     for name, table in data.items():
         if not isinstance(table, dict):
             raise StoreCorrupt(path, f"table {name!r} should be an object, found {_json_kind(table)}")
@@ -154,7 +140,6 @@ def _load(path: Path) -> dict[str, dict[str, dict[str, Any]]] | None:
             if not isinstance(doc, dict):
                 problem = f"table {name!r} document {doc_id} should be an object, found {_json_kind(doc)}"
                 raise StoreCorrupt(path, problem)
-    return data
 
 
 def _parse(path: Path, name: str, spec: _Table, doc_id: str, doc: dict[str, Any]) -> Any:
@@ -193,11 +178,36 @@ def _validate(path: Path, tables: dict[str, _Table]) -> dict[str, int]:
     return {name: len(data.get(name, {})) for name in tables}
 
 
+def history_files(history: Path) -> list[Path]:
+    """One file per UTC hour in a history directory, oldest first: the log
+    (YYYY-MM-DDTHH.jsonl), or an hour's file of the earlier layout (.json) where it has no
+    log yet (a store converts it when it opens the directory: the log is written whole
+    before the old file is removed, so where both are, the log holds it all)."""
+    by_hour: dict[str, Path] = {}
+    for p in sorted(history.glob("*.json*")) if history.is_dir() else []:  # .json sorts before .jsonl
+        if _PART_FILE.match(p.name):
+            by_hour[p.stem] = p
+    return [by_hour[hour] for hour in sorted(by_hour)]
+
+
 def _data_files(state_dir: Path) -> list[tuple[Path, dict[str, _Table]]]:
     """state.json (present or not) and every history file."""
-    history = state_dir / HISTORY_DIR
-    days = sorted(p for p in history.glob("*.json") if _PART_FILE.match(p.name)) if history.is_dir() else []
+    days = history_files(state_dir / HISTORY_DIR)
     return [(state_dir / STATE_FILE, HOT_TABLES)] + [(p, HISTORY_TABLES) for p in days]
+
+
+def _convert_history(history: Path) -> None:
+    """Rewrite each hour of the earlier layout as a log (holding the directory's lock)."""
+    old = sorted(history.glob("*.json")) if history.is_dir() else []
+    for path in old:
+        if not _PART_FILE.match(path.name):
+            continue
+        log = path.with_suffix(LOG_SUFFIX)
+        if not log.exists():
+            atomic_write(log, encode_log(_load(path) or {}))
+        path.unlink()
+    if old:
+        fsync_dir(history)
 
 
 def check_state_dir(path: Path) -> list[tuple[str, bool, str]]:
@@ -225,57 +235,6 @@ def check_state_dir(path: Path) -> list[tuple[str, bool, str]]:
 # --- atomic files -------------------------------------------------------------------------
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename (or unlink) is durable only once the directory entry is on disk.
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, payload: bytes, fsync: bool = True) -> None:
-    """Replace `path` with `payload` so that a crash at any moment leaves the old or the new file
-    (fsync=False: the same rename, without waiting for the disk)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with open(fd, "wb") as f:
-            f.write(payload)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if fsync:
-        _fsync_dir(path.parent)
-
-
-class AtomicJSONStorage(Storage):
-    """TinyDB storage that replaces its file atomically on every write.
-
-    No handle is kept open and nothing is cached here: every write is durable when it
-    returns (fsync=False: atomic but not flushed to the disk, for throwaway state), and
-    nothing is created until the first write.
-    """
-
-    def __init__(self, path: str | Path, fsync: bool = True) -> None:
-        self.path = Path(path)
-        self.fsync = fsync
-        self._seen: tuple[int, int, int] | None = None  # the file as we last read or wrote it
-
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        data = _load(self.path)
-        self._seen = _stamp(self.path)
-        return data
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        payload = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
-        self._seen = _replace_unchanged(self.path, self._seen, payload, self.fsync)
-
-
 def _stamp(path: Path) -> tuple[int, int, int] | None:
     """The file as the file system last saw it (None: there is none)."""
     try:
@@ -293,8 +252,7 @@ def _replace_unchanged(path: Path, seen: tuple[int, int, int] | None, payload: b
     to write over it (it may be an operator's repair, or damage to look at)."""
     if _stamp(path) != seen:
         _load(path)  # says what is wrong with it, if anything is
-        raise StoreCorrupt(path, "was changed by another program while scalpdesk held the state "
-                                 "directory; stop scalpdesk and check it (scalpdesk state check)")
+        raise StoreCorrupt.changed_behind(path)
     atomic_write(path, payload, fsync=fsync)
     return _stamp(path)
 
@@ -430,6 +388,7 @@ class StateStore:
                     tmp.unlink(missing_ok=True)
             for path, tables in _data_files(self.state_dir):
                 _validate(path, tables)
+            _convert_history(self.history_dir)
         except BaseException:
             self._release_lock()
             raise
@@ -448,11 +407,9 @@ class StateStore:
         self._closed = False
 
     def _tinydb(self, path: Path) -> TinyDB:
-        """TinyDB over the atomic file storage behind TinyDB's cache: reads come from
-        memory; each write reaches the file at once (durable), or at flush() (not)."""
-        db = TinyDB(path, storage=CachingMiddleware(functools.partial(AtomicJSONStorage, fsync=self.durable)))
-        db.storage.WRITE_CACHE_SIZE = 1 if self.durable else 1_000_000_000
-        return db
+        """TinyDB over an hour's append-only log: reads come from memory; each write
+        appends to the file at once (durable), or at flush() (not)."""
+        return HistoryDB(path, storage=AppendLogStorage, durable=self.durable)
 
     def _release_lock(self) -> None:
         os.ftruncate(self._lock_fd, 0)  # the pid in it would be stale
@@ -517,15 +474,6 @@ class StateStore:
     # --- hot state
     # Records are dumped whole (every field, None included), so updating the matching
     # document replaces the record.
-
-    @staticmethod
-    def _put(table: Table, doc: dict[str, Any], cond: Any) -> None:
-        """Replace the matching document or insert a new one, in ONE file write: TinyDB's
-        upsert writes the file for its update even when nothing matched, then again to insert."""
-        if table.contains(cond):
-            table.update(doc, cond)
-        else:
-            table.insert(doc)
 
     def _records(self, data: dict[str, dict[str, dict[str, Any]]] | None, name: str) -> list[Any]:
         table = (data or {}).get(name) or {}
@@ -647,7 +595,7 @@ class StateStore:
 
     def _day_path(self, ts: float) -> Path:
         """The history file a record stamped `ts` belongs in."""
-        return self.history_dir / f"{_part(ts)}.json"
+        return self.history_dir / f"{_part(ts)}{LOG_SUFFIX}"
 
     def _day_db(self, ts: float) -> TinyDB:
         # A fresh TinyDB would re-read the whole file to find the next id on every insert.
@@ -656,14 +604,13 @@ class StateStore:
             self.history_dir.mkdir(mode=0o700, exist_ok=True)
             while len(self._days) >= _OPEN_PARTS:
                 self._days.pop(min(self._days)).close()  # writes what it still holds
-            self._days[part] = self._tinydb(self.history_dir / f"{part}.json")
+            self._days[part] = self._tinydb(self.history_dir / f"{part}{LOG_SUFFIX}")
         return self._days[part]
 
     def _day_files(self) -> list[Path]:
         """History files (on disk, or open and not written yet), newest hour first."""
-        on_disk = set(self.history_dir.glob("*.json")) if self.history_dir.is_dir() else set()
-        parts = {p for p in on_disk if _PART_FILE.match(p.name)}
-        parts.update(self.history_dir / f"{part}.json" for part in self._days)
+        parts = set(history_files(self.history_dir))
+        parts.update(self.history_dir / f"{part}{LOG_SUFFIX}" for part in self._days)
         return sorted(parts, reverse=True)
 
     def _history(self, name: str, since: float | None = None) -> Iterator[Any]:
@@ -691,22 +638,33 @@ class StateStore:
         self._day_db(rec.recorded_at).table("decisions").insert(rec.model_dump(mode="json"))
 
     @_locked
-    def add_decisions(self, recs: list[DecisionRecord]) -> None:
-        """Several records with one write per history file (a cycle's decisions)."""
-        by_part: dict[str, list[DecisionRecord]] = {}
-        for rec in recs:
-            by_part.setdefault(_part(rec.recorded_at), []).append(rec)
-        for part_recs in by_part.values():
-            table = self._day_db(part_recs[0].recorded_at).table("decisions")
-            table.insert_multiple(r.model_dump(mode="json") for r in part_recs)
+    def add_decisions(self, recs: Sequence[DecisionRecord], updates: Sequence[DecisionRecord] = ()) -> None:
+        """A cycle's new records and its updates of earlier ones (as update_decision):
+        one append per history file."""
+        by_part: dict[str, tuple[list[DecisionRecord], list[DecisionRecord]]] = {}
+        for i, group in enumerate((recs, updates)):
+            for rec in group:
+                by_part.setdefault(_part(rec.recorded_at), ([], []))[i].append(rec)
+        for part, (new, changed) in by_part.items():
+            db = self._day_db((new or changed)[0].recorded_at)
+            with db.storage.held():
+                table = db.table("decisions")
+                if new:
+                    table.insert_multiple(r.model_dump(mode="json") for r in new)
+                for rec in changed:
+                    self._replace_decision(table, rec)
 
     @_locked
     def update_decision(self, rec: DecisionRecord) -> None:
         """Replace the record with the same decision_id in the history file of rec.recorded_at.
 
         Inserted if absent there: recorded_at picks the file, so it must not change."""
-        cond = Query().decision.decision_id == rec.decision.decision_id
-        self._put(self._day_db(rec.recorded_at).table("decisions"), rec.model_dump(mode="json"), cond)
+        self._replace_decision(self._day_db(rec.recorded_at).table("decisions"), rec)
+
+    @staticmethod
+    def _replace_decision(table: Any, rec: DecisionRecord) -> None:
+        did = rec.decision.decision_id
+        table.put(rec.model_dump(mode="json"), lambda doc: doc["decision"]["decision_id"] == did)
 
     @_locked
     def decisions(self, limit: int = 100) -> list[DecisionRecord]:
@@ -759,7 +717,7 @@ class StateStore:
             if path.stem[:10] < oldest_kept:
                 db = self._days.pop(path.stem, None)
                 if db is not None:
-                    db.storage.WRITE_CACHE_SIZE = 1_000_000_000  # closing it must not write it back
+                    db.storage.discard()  # closing it must not write it back
                     db.close()
                 path.unlink(missing_ok=True)
                 removed += 1
@@ -769,5 +727,5 @@ class StateStore:
             if len(kept) < len(self._recent):
                 self._recent = deque(kept)
         if removed:
-            _fsync_dir(self.history_dir)
+            fsync_dir(self.history_dir)
         return {"intents": intents, "cooldowns": cooldowns, "history_files": removed}

@@ -255,7 +255,7 @@ async def test_a_cycles_records_are_written_together_and_audit_is_cut_per_symbol
     await rig.engine.start(schedule=False)
     calls = []
     real = rig.store.add_decisions
-    rig.store.add_decisions = lambda recs: (calls.append(len(recs)), real(recs))[1]
+    rig.store.add_decisions = lambda recs, updates=(): (calls.append((len(recs), len(updates))), real(recs, updates))[1]
 
     async def decide(snapshot):
         from engine.deciders.base import DeciderResult
@@ -266,13 +266,19 @@ async def test_a_cycles_records_are_written_together_and_audit_is_cut_per_symbol
 
     rig.decider.decide = decide
     await rig.engine.run_decision_cycle()
-    assert calls == [2]
+    assert calls == [(2, 0)]
     stored = {r.decision.symbol: r for r in rig.store.decisions()}
     assert stored["BTCUSDT"].status == "PENDING" and stored["ETHUSDT"].status == "HOLD"
     assert stored["BTCUSDT"].audit == {"model": "m", "verdicts": {"BTCUSDT": "ok"}}
+    # A newer proposal replaces the one waiting: the EXPIRED update rides in the same write.
+    first = stored["BTCUSDT"].decision.decision_id
+    await rig.engine.run_decision_cycle()
+    assert calls == [(2, 0), (2, 1)]
+    btc = [r for r in rig.store.decisions() if r.decision.symbol == "BTCUSDT"]
+    assert [(r.decision.decision_id == first, r.status) for r in btc] == [(False, "PENDING"), (True, "EXPIRED")]
     # the pending record, written in the batch, is updated in place on approval
-    await rig.engine.approve(stored["BTCUSDT"].decision.decision_id)
-    assert [r.status for r in rig.store.decisions() if r.decision.symbol == "BTCUSDT"] == ["EXECUTED"]
+    assert (await rig.engine.approve(btc[0].decision.decision_id)).ok
+    assert [r.status for r in rig.store.decisions() if r.decision.symbol == "BTCUSDT"] == ["EXECUTED", "EXPIRED"]
 
 
 async def test_a_cycle_run_by_hand_does_not_move_the_next_scheduled_one(tmp_path):

@@ -222,7 +222,7 @@ def test_read_journal_reads_in_close_order_and_windows(state):
 
 
 def test_read_journal_skips_hours_outside_the_window(state):
-    # a damaged file outside the window is never opened
+    # a damaged file outside the window is never opened (an hour of the earlier layout here)
     (state / "history" / "2023-12-31T23.json").write_text("{ torn")
     assert len(read_journal(state, since=T0)) == 6
     with pytest.raises(StoreCorrupt, match="2023-12-31T23.json: not valid JSON"):
@@ -236,11 +236,11 @@ def test_read_journal_does_not_need_the_lock(state):
 
 
 def test_read_journal_names_a_record_that_does_not_validate(state):
-    path = state / "history" / "2024-01-01T00.json"
-    data = json.loads(path.read_text())
-    data["journal"]["1"]["pnl"] = "lots"
-    path.write_text(json.dumps(data))
-    with pytest.raises(StoreCorrupt, match=r"2024-01-01T00.json: table 'journal' document 1 is not a valid Trade"):
+    path = state / "history" / "2024-01-01T00.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines[0]["doc"]["pnl"] = "lots"
+    path.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    with pytest.raises(StoreCorrupt, match=r"2024-01-01T00.jsonl: table 'journal' document 1 is not a valid Trade"):
         read_journal(state)
     with pytest.raises(StoreError, match="no such state directory"):
         read_journal(state.parent / "nowhere")
@@ -298,7 +298,7 @@ def test_report_command_missing_state_dir(tmp_path, capsys):
 
 
 def test_report_command_corrupt_journal(state, capsys):
-    (state / "history" / "2024-01-01T00.json").write_text("[]")
+    (state / "history" / "2024-01-01T00.jsonl").write_text("[]\n")
     assert main(["report", "--state-dir", str(state), "--json"]) == 2
     cap = capsys.readouterr()
-    assert cap.out == "" and "2024-01-01T00.json" in cap.err and "left untouched" in cap.err
+    assert cap.out == "" and "2024-01-01T00.jsonl" in cap.err and "left untouched" in cap.err

@@ -1,4 +1,4 @@
-"""StateStore: atomic, locked, validated TinyDB state, with history split by UTC hour."""
+"""StateStore: atomic, locked, validated state, with history an append-only log per UTC hour."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from engine.models import (
     Trade,
     Verdict,
 )
+from engine.historylog import encode_log, parse_log
 from engine.store import StateStore, StoreCorrupt, StoreError, StoreLocked, check_state_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +76,16 @@ def state_file(d: Path) -> Path:
 
 def day_file(d: Path, hour: str) -> Path:
     """The history file of a UTC hour, e.g. 2026-01-01T01."""
-    return d / "history" / f"{hour}.json"
+    return d / "history" / f"{hour}.jsonl"
+
+
+def log_tables(path: Path) -> dict:
+    """The tables a history log holds (the last line of each id wins)."""
+    return parse_log(path, path.read_bytes())[0]
+
+
+def log_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def fingerprint(path: Path) -> tuple[int, int, bytes]:
@@ -172,7 +182,12 @@ def test_decisions_newest_first_across_days_and_update_in_place(tmp_path: Path) 
         assert [(r.decision.decision_id, r.status) for r in s.decisions()] == [
             ("d-3", "PROPOSED"), ("d-2", "PROPOSED"), ("d-1", "EXECUTED")]
         assert [r.decision.decision_id for r in s.decisions(limit=2)] == ["d-3", "d-2"]
-    assert len(json.loads(day_file(tmp_path, "2026-01-01T01").read_text())["decisions"]) == 1
+    log = day_file(tmp_path, "2026-01-01T01")
+    assert len(log_tables(log)["decisions"]) == 1
+    # Append-only: the update is a second line for the same document, which wins.
+    assert [(e["id"], e["doc"]["status"]) for e in log_lines(log)] == [(1, "PROPOSED"), (1, "EXECUTED")]
+    with StateStore(tmp_path) as s:
+        assert [(r.decision.decision_id, r.status) for r in s.decisions()][-1] == ("d-1", "EXECUTED")
 
 
 def test_trades_since_limit_and_realised_pnl(store: StateStore) -> None:
@@ -219,7 +234,7 @@ def test_cleanup_deletes_history_days_past_retention(tmp_path: Path) -> None:
         counts = s.cleanup(now=DAY + 5 * DAYS + 12 * HOUR, intent_ttl_sec=300)
         assert counts["history_files"] == 3
         assert sorted(p.name for p in (tmp_path / "history").iterdir()) == [
-            "2026-01-04T01.json", "2026-01-05T01.json", "2026-01-06T01.json"]
+            "2026-01-04T01.jsonl", "2026-01-05T01.jsonl", "2026-01-06T01.jsonl"]
         assert len(s.trades()) == 3
         assert [r.decision.decision_id for r in s.decisions()] == ["d-5", "d-4", "d-3"]
         assert s.cleanup(now=DAY + 5 * DAYS + 12 * HOUR, intent_ttl_sec=300)["history_files"] == 0
@@ -234,9 +249,9 @@ def test_history_is_one_file_per_utc_hour(tmp_path: Path) -> None:
         s.add_trade(trade(DAY + DAYS))  # midnight: Jan 2nd
         s.add_trade(trade(DAY + DAYS + HOUR - 1))  # 00:59:59: the same hour
         names = sorted(p.name for p in (tmp_path / "history").iterdir())
-        assert names == ["2026-01-01T23.json", "2026-01-02T00.json"]
-        assert set(json.loads(day_file(tmp_path, "2026-01-01T23").read_text())) == {"decisions"}
-        assert len(json.loads(day_file(tmp_path, "2026-01-02T00").read_text())["journal"]) == 2
+        assert names == ["2026-01-01T23.jsonl", "2026-01-02T00.jsonl"]
+        assert set(log_tables(day_file(tmp_path, "2026-01-01T23"))) == {"decisions"}
+        assert len(log_tables(day_file(tmp_path, "2026-01-02T00"))["journal"]) == 2
         assert not state_file(tmp_path).exists()  # history writes leave hot state alone
 
 
@@ -344,14 +359,103 @@ def test_corrupt_state_file_stops_the_start_and_is_left_untouched(tmp_path: Path
 def test_corrupt_history_file_stops_the_start_and_is_left_untouched(tmp_path: Path) -> None:
     with StateStore(tmp_path) as s:
         s.add_trade(trade())
+        s.add_trade(trade(pnl=2.0))
         s.add_decision(record(DAY + DAYS + HOUR))
     bad = day_file(tmp_path, "2026-01-01T01")
-    bad.write_bytes(bad.read_bytes()[:-7])
+    first, second = bad.read_bytes().splitlines(keepends=True)
+    bad.write_bytes(first[:-9] + b"\n" + second)  # a damaged line with a whole one after it
     before = fingerprint(bad)
-    with pytest.raises(StoreCorrupt, match="not valid JSON") as err:
+    with pytest.raises(StoreCorrupt, match="line 1 is not valid JSON") as err:
         StateStore(tmp_path)
     assert str(bad) in str(err.value)
     assert fingerprint(bad) == before
+
+
+def test_a_torn_last_line_is_a_write_that_never_returned_and_the_next_append_cuts_it(tmp_path: Path) -> None:
+    from engine.journal import read_journal
+
+    with StateStore(tmp_path) as s:
+        s.add_trade(trade(pnl=1.0))
+    log = day_file(tmp_path, "2026-01-01T01")
+    whole = log.read_bytes()
+    torn = json.dumps({"table": "journal", "id": 2, "doc": trade(pnl=2.0).model_dump(mode="json")}).encode()
+    log.write_bytes(whole + torn[: len(torn) // 2])  # a crash in the middle of an append
+    assert [t.pnl for t in read_journal(tmp_path)] == [1.0]  # readers skip it, change nothing
+    assert all(ok for _, ok, _ in check_state_dir(tmp_path))
+    with StateStore(tmp_path) as s:
+        assert [t.pnl for t in s.trades()] == [1.0]
+        s.add_trade(trade(pnl=3.0))
+        assert [t.pnl for t in s.trades()] == [3.0, 1.0]
+    assert log.read_bytes().startswith(whole)  # nothing before the tear was rewritten
+    assert [e["doc"]["pnl"] for e in log_lines(log)] == [1.0, 3.0]
+
+
+def test_history_of_the_earlier_layout_is_read_and_converted_once(tmp_path: Path) -> None:
+    """An hour written by an earlier scalpdesk (TinyDB's JSON file) loses nothing."""
+    from engine.journal import read_journal
+
+    history = tmp_path / "history"
+    history.mkdir()
+    old = history / "2026-01-01T01.json"
+    t1, t2 = trade(pnl=1.0), trade(DAY + HOUR + 60, pnl=-2.0)
+    old.write_text(json.dumps({"journal": {"1": t1.model_dump(mode="json"), "2": t2.model_dump(mode="json")},
+                               "decisions": {"1": record().model_dump(mode="json")}}))
+    assert [t.pnl for t in read_journal(tmp_path)] == [1.0, -2.0]  # the report reads it as it is
+    with StateStore(tmp_path) as s:
+        assert [t.pnl for t in s.trades()] == [-2.0, 1.0]
+        assert [r.decision.decision_id for r in s.decisions()] == ["d-1"]
+        s.add_trade(trade(DAY + HOUR + 120, pnl=5.0))
+    assert sorted(p.name for p in history.iterdir()) == ["2026-01-01T01.jsonl"]
+    assert {e["table"]: e["id"] for e in log_lines(day_file(tmp_path, "2026-01-01T01"))} == {"journal": 3, "decisions": 1}
+    assert [t.pnl for t in read_journal(tmp_path)] == [1.0, -2.0, 5.0]
+
+
+def test_a_conversion_cut_short_after_the_log_was_written_keeps_the_log(tmp_path: Path) -> None:
+    with StateStore(tmp_path) as s:
+        s.add_trade(trade(pnl=1.0))
+    log = day_file(tmp_path, "2026-01-01T01")
+    old = log.with_suffix(".json")
+    old.write_text(json.dumps({"journal": {"1": trade(pnl=1.0).model_dump(mode="json")}}))  # the same hour, both
+    from engine.journal import read_journal
+
+    assert [t.pnl for t in read_journal(tmp_path)] == [1.0]  # the log, not both
+    before = log.read_bytes()
+    with StateStore(tmp_path) as s:
+        assert [t.pnl for t in s.trades()] == [1.0]
+    assert not old.exists() and log.read_bytes() == before
+
+
+def test_a_history_write_appends_its_record_and_rewrites_nothing(tmp_path: Path) -> None:
+    with StateStore(tmp_path) as s:
+        s.add_decisions([record(DAY + HOUR + n, f"d-{n}") for n in range(50)])
+        log = day_file(tmp_path, "2026-01-01T01")
+        ino, before = log.stat().st_ino, log.read_bytes()
+        s.add_decisions([record(DAY + HOUR + 60, "d-new")])
+        s.add_trade(trade())
+        after = log.read_bytes()
+        assert log.stat().st_ino == ino and after.startswith(before)
+        assert [(e["table"], e["id"]) for e in log_lines(log)[50:]] == [("decisions", 51), ("journal", 1)]
+
+
+def test_a_history_log_changed_behind_the_store_is_not_appended_to(tmp_path: Path) -> None:
+    with StateStore(tmp_path) as s:
+        s.add_trade(trade(pnl=1.0))
+        log = day_file(tmp_path, "2026-01-01T01")
+        log.write_bytes(b"")  # an operator emptied it
+        before = fingerprint(log)
+        with pytest.raises(StoreCorrupt, match="changed by another program"):
+            s.add_trade(trade(pnl=2.0))
+        with pytest.raises(StoreCorrupt):
+            s.trades()
+        assert fingerprint(log) == before
+
+
+def test_history_documents_are_never_removed_one_by_one(tmp_path: Path) -> None:
+    with StateStore(tmp_path) as s:
+        s.add_trade(trade())
+        db = s._day_db(DAY + HOUR)
+        with pytest.raises(StoreError, match="append-only"):
+            db.table("journal").remove(doc_ids=[1])
 
 
 VALID_INTENT = intent().model_dump(mode="json")
@@ -399,12 +503,36 @@ def test_invalid_state_file_is_reported_and_left_untouched(tmp_path: Path, conte
          "is dated 2026-01-02T00, not 2026-01-01T00"),
         (json.dumps({"journal": {"1": trade(1e20).model_dump(mode="json")}}).encode(),
          "is dated out of range, not 2026-01-01T00"),
-        (json.dumps({"intents": {}}).encode(), "unexpected table 'intents'"),
+        (json.dumps({"intents": {"1": VALID_INTENT}}).encode(), "unexpected table 'intents'"),
     ],
     ids=["bad-trade", "wrong-day", "out-of-range-day", "hot-table-in-history"],
 )
 def test_invalid_history_file_is_reported_and_left_untouched(tmp_path: Path, content: bytes,
                                                              problem: str) -> None:
+    (tmp_path / "history").mkdir()
+    bad = day_file(tmp_path, "2026-01-01T00")
+    bad.write_bytes(encode_log(json.loads(content)))
+    before = fingerprint(bad)
+    with pytest.raises(StoreCorrupt) as err:
+        StateStore(tmp_path)
+    assert problem in str(err.value)
+    assert str(bad) in str(err.value)
+    assert fingerprint(bad) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"[]\n", "line 1 should be {\"table\", \"id\", \"doc\"}"),
+        (b'{"table": "journal", "id": 1}\n', "line 1 should be"),
+        (b'{"table": "journal", "id": "1", "doc": {}}\n', "a positive integer id"),
+        (b'{"table": "journal", "id": 0, "doc": {}}\n', "a positive integer id"),
+        (b'{"table": "journal", "id": 1, "doc": []}\n', "an object"),
+        (b"\n", "line 1 is not valid JSON"),
+    ],
+    ids=["not-object", "no-doc", "id-string", "id-zero", "doc-array", "blank-line"],
+)
+def test_a_history_log_line_of_the_wrong_shape_is_reported(tmp_path: Path, content: bytes, problem: str) -> None:
     (tmp_path / "history").mkdir()
     bad = day_file(tmp_path, "2026-01-01T00")
     bad.write_bytes(content)
@@ -449,13 +577,13 @@ def test_check_state_dir_reports_each_bad_file_and_changes_nothing(tmp_path: Pat
         s.add_trade(trade())
         s.add_trade(trade(DAY + DAYS + HOUR))
     state_file(tmp_path).write_bytes(b"[]")
-    day_file(tmp_path, "2026-01-02T01").write_bytes(b"{")
+    day_file(tmp_path, "2026-01-02T01").write_bytes(b"{\n")
     before = {p: fingerprint(p) for p in tmp_path.rglob("*") if p.is_file()}
 
     results = check_state_dir(tmp_path)
 
     assert [(Path(f).name, ok) for f, ok, _ in results] == [
-        ("state.json", False), ("2026-01-01T01.json", True), ("2026-01-02T01.json", False)]
+        ("state.json", False), ("2026-01-01T01.jsonl", True), ("2026-01-02T01.jsonl", False)]
     assert "expected a JSON object of tables" in results[0][2]
     assert "not valid JSON" in results[2][2]
     assert {p: fingerprint(p) for p in tmp_path.rglob("*") if p.is_file()} == before
@@ -527,9 +655,10 @@ def test_sigkill_at_random_moments_leaves_whole_files_and_loses_no_completed_wri
         completed[run] = int(reported[-1]) if reported else -1
 
         torn_writes += any(tmp_path.rglob(".*.tmp"))
-        for file in [state_file(tmp_path), *(tmp_path / "history").glob("*.json")]:
-            if file.exists():  # not yet, if the first kill came before the first write
-                json.loads(file.read_bytes())  # whole JSON, wherever the kill hit
+        if state_file(tmp_path).exists():  # not yet, if the first kill came before the first write
+            json.loads(state_file(tmp_path).read_bytes())  # whole JSON, wherever the kill hit
+        for log in (tmp_path / "history").glob("*.jsonl"):
+            parse_log(log, log.read_bytes())  # whole lines, and at most a torn last one
         with StateStore(tmp_path) as s:
             ids = {i.intent_id for i in s.intents()}
             traded = {t.intent_id for t in s.trades(limit=100_000)}
@@ -545,26 +674,51 @@ def test_sigkill_at_random_moments_leaves_whole_files_and_loses_no_completed_wri
     assert torn_writes > 0, "no kill landed mid-write: the test proved nothing"
 
 
-def test_add_decisions_writes_each_history_file_once(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def writes(monkeypatch) -> list[str]:
+    """The name of each file written: state.json replaced whole, a history log appended to."""
+    from engine import historylog
     from engine import store as store_mod
 
-    writes: list[str] = []
-    real = store_mod.atomic_write
-    monkeypatch.setattr(store_mod, "atomic_write", lambda path, payload, **kw: (writes.append(Path(path).name), real(path, payload, **kw))[1])
+    names: list[str] = []
+    real_write, real_append = store_mod.atomic_write, historylog.append
+
+    def atomic_write(path, payload, **kw):
+        names.append(Path(path).name)
+        return real_write(path, payload, **kw)
+
+    def append(fd, payload, fsync):
+        names.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        return real_append(fd, payload, fsync)
+
+    monkeypatch.setattr(store_mod, "atomic_write", atomic_write)
+    monkeypatch.setattr(historylog, "append", append)
+    return names
+
+
+def test_add_decisions_writes_each_history_file_once(tmp_path: Path, writes: list[str]) -> None:
     with StateStore(tmp_path) as s:
         s.add_decisions([record(DAY + HOUR, f"d-{n}") for n in range(5)] + [record(DAY + 2 * HOUR, "d-9")])
-        assert sorted(writes) == ["2026-01-01T01.json", "2026-01-01T02.json"]
+        assert sorted(writes) == ["2026-01-01T01.jsonl", "2026-01-01T02.jsonl"]
         assert [r.decision.decision_id for r in s.decisions()] == ["d-9", "d-4", "d-3", "d-2", "d-1", "d-0"]
 
 
-def test_every_put_is_one_durable_write(tmp_path: Path, monkeypatch) -> None:
-    """A new record and a replaced one each cost one atomic write (TinyDB's upsert writes twice
-    for a new record: an update that matched nothing, then the insert)."""
-    from engine import store as store_mod
+def test_a_cycles_new_records_and_updates_are_one_append_per_history_file(tmp_path: Path, writes: list[str]) -> None:
+    with StateStore(tmp_path) as s:
+        s.add_decisions([record(DAY + HOUR, "d-old"), record(DAY + 2 * HOUR, "d-other")])
+        writes.clear()
+        s.add_decisions([record(DAY + HOUR + 5, f"d-{n}") for n in range(3)],
+                        [record(DAY + HOUR, "d-old", status="EXPIRED"), record(DAY + 2 * HOUR, "d-other", status="EXPIRED")])
+        assert sorted(writes) == ["2026-01-01T01.jsonl", "2026-01-01T02.jsonl"]
+        assert [(r.decision.decision_id, r.status) for r in s.decisions()] == [
+            ("d-other", "EXPIRED"), ("d-2", "PROPOSED"), ("d-1", "PROPOSED"), ("d-0", "PROPOSED"), ("d-old", "EXPIRED")]
+    with StateStore(tmp_path) as s:  # and so they are on file
+        assert [r.status for r in s.decisions()] == ["EXPIRED", "PROPOSED", "PROPOSED", "PROPOSED", "EXPIRED"]
 
-    writes: list[str] = []
-    real = store_mod.atomic_write
-    monkeypatch.setattr(store_mod, "atomic_write", lambda path, payload, **kw: (writes.append(Path(path).name), real(path, payload, **kw))[1])
+
+def test_every_put_is_one_durable_write(tmp_path: Path, writes: list[str]) -> None:
+    """A new record and a replaced one each cost one write (TinyDB's upsert writes twice
+    for a new record: an update that matched nothing, then the insert)."""
     with StateStore(tmp_path) as s:
         for put in (lambda: s.put_intent(intent("o-1")), lambda: s.put_position(position()), lambda: s.put_cooldown(cooldown())):
             writes.clear()
@@ -576,8 +730,11 @@ def test_every_put_is_one_durable_write(tmp_path: Path, monkeypatch) -> None:
         s.add_decision(record(DAY + HOUR, "d-1"))
         writes.clear()
         s.update_decision(record(DAY + HOUR, "d-1", status="EXECUTED"))
-        assert writes == ["2026-01-01T01.json"]
-        assert len(s.intents()) == 1 and len(s.decisions()) == 1
+        assert writes == ["2026-01-01T01.jsonl"]
+        writes.clear()
+        s.update_decision(record(DAY + HOUR, "d-2", status="EXECUTED"))  # none to replace: inserted
+        assert writes == ["2026-01-01T01.jsonl"]
+        assert len(s.intents()) == 1 and len(s.decisions()) == 2
 
 
 # --- memory behind the atomic writes ---------------------------------------------------------
@@ -628,7 +785,7 @@ def test_a_throwaway_store_writes_at_flush_and_close_only(tmp_path: Path) -> Non
     s = StateStore(tmp_path, durable=False)
     s.put_intent(intent("o-1"))
     s.add_trade(trade())
-    assert not state_file(tmp_path).exists() and not list(tmp_path.glob("history/*.json"))
+    assert not state_file(tmp_path).exists() and not list(tmp_path.glob("history/*"))
     assert s.get_intent("o-1") is not None and len(s.trades()) == 1  # served from memory meanwhile
     s.flush()
     assert state_file(tmp_path).exists() and day_file(tmp_path, "2026-01-01T01").exists()
