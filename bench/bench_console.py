@@ -139,6 +139,7 @@ def console_app(state_dir: Path) -> None:
         return
     from pyinstrument import Profiler  # pip install pyinstrument (not a dependency)
 
+    signal.signal(signal.SIGTERM, lambda *_: app.exit())  # the bench's stop: let the report be written
     with Profiler(interval=0.001, async_mode="disabled") as prof:
         app.run()
     Path(profile).write_text(prof.output_text(unicode=True, color=False, show_all=False))

@@ -506,6 +506,47 @@ async def test_the_log_is_bounded_and_keeps_the_newest_in_view():
         assert panel.is_vertical_scroll_end
 
 
+async def test_a_growing_log_scrolls_to_its_newest_line_without_laying_out_the_screen(monkeypatch):
+    """Ten lines a second used to re-arrange and repaint every panel until the log was full:
+    a new height now moves the scrollbar only."""
+    from textual.app import App
+    from textual.screen import Screen
+
+    from widgets.logs import LogPanel
+
+    class One(App):
+        CSS_PATH = str(find_styles())
+
+        def compose(self):
+            yield LogPanel(max_lines=500)
+
+    layouts = []
+    real = Screen._refresh_layout
+    monkeypatch.setattr(Screen, "_refresh_layout", lambda self, *a, **k: (layouts.append(1), real(self, *a, **k))[1])
+    app = One()
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.query_one(LogPanel)
+        await pilot.pause()
+
+        async def write(first: int, n: int) -> None:
+            for i in range(first, first + n):
+                panel.add(LogEvent(ts=0, level="info", message=f"line {i}"))
+            panel.flush()
+            await pilot.pause()
+
+        await write(0, 5)
+        await write(5, 40)  # more than the panel's height
+        assert panel.is_vertical_scroll_end
+        layouts.clear()
+        for step in range(5):
+            await write(45 + 10 * step, 10)
+            assert panel.is_vertical_scroll_end
+            assert panel.vertical_scrollbar.window_virtual_size == len(panel.lines)
+        bottom = panel.content_region.height - 1
+        assert "line 94" in panel.render_line(bottom).text
+        assert layouts == []
+
+
 async def test_the_input_keeps_focus_in_the_typed_confirmation(live_rig):
     app = make_app(live_rig)
     async with app.run_test(size=WIDE) as pilot:

@@ -7,6 +7,8 @@ from collections import deque
 
 from rich.text import Text
 from textual import events
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widgets import RichLog
 
 from engine.events import BaseEvent, EngineState
@@ -25,6 +27,18 @@ class LogPanel(RichLog):
     """A bounded RichLog fed with engine events."""
 
     COMPONENT_CLASSES = {"log--time", "log--debug", "log--info", "log--warning", "log--error"}
+
+    # Every write grows the log's scrollable height, and Widget.virtual_size asks for a
+    # layout of the whole screen when it changes: until the log held MAX_LINES (200 s at
+    # ten lines a second) each flush re-arranged and repainted every panel (a quarter of
+    # the console's CPU in bench_console). The log's own box does not change with its
+    # content, so here a new height only updates the scrollbar (what the layout's
+    # _size_updated would do for a ScrollView; the scrollbar is always shown, styles.tcss).
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
+
+    def watch_virtual_size(self, size: Size) -> None:
+        if self.is_mounted and self.size:
+            self._scroll_update(size)
 
     def __init__(self, max_lines: int = MAX_LINES, **kwargs) -> None:
         super().__init__(max_lines=max_lines, wrap=True, auto_scroll=True, min_width=20, **kwargs)

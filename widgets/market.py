@@ -243,8 +243,14 @@ class MarketPanel(Vertical):
     def _show_detail(self) -> None:
         sym = self.table.cursor_key
         text = self.detail_text(sym) if sym is not None else ""
-        if self._detail.content != text:
-            self._detail.update(text)
+        old = self._detail.content
+        if old != text:
+            # Its height follows its lines (height: auto): lay the screen out only when that
+            # can change, not for a countdown ticking inside it every second.
+            width = self._detail.content_region.width
+            same_height = (isinstance(old, str) and old.count("\n") == text.count("\n")
+                           and all(len(line) <= width for line in text.splitlines()))
+            self._detail.update(text, layout=not same_height)
 
     def detail_text(self, sym: str) -> str:
         """The cursor row's decision and entry blocks in full, two lines or three."""
