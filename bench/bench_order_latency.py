@@ -92,7 +92,9 @@ async def run(n: int, busy: int) -> None:
         ex.wallet = 1e9
         bare = HTTP(testnet=True, api_key=FAKE_KEY, api_secret=FAKE_SECRET, max_retries=1, retry_codes={0})
         bare.endpoint = srv.url
-        settings = settings_for(srv, Path(tmp) / "state", mode="approve", bybit_timeout_sec=10)
+        # The risk limits off: hundreds of opens and closes in a minute are the bench, not a trader's day.
+        settings = settings_for(srv, Path(tmp) / "state", mode="approve", bybit_timeout_sec=10,
+                                max_trades_per_day=0, daily_loss_limit_pct=0, max_drawdown_pct=0)
         engine = build_engine(settings, clock=SystemClock())
         await engine.start(schedule=False)
         snap = await asyncio.to_thread(engine._snapshot, ["BTCUSDT"])

@@ -39,7 +39,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from engine.fileio import fsync_dir, append
+from engine.fileio import append, fsync_dir
 from engine.storeerrors import StoreCorrupt, StoreError
 
 LOG_SUFFIX = ".jsonl"
@@ -61,14 +61,22 @@ def parse_log(path: Path, raw: bytes) -> tuple[Tables, int]:
     """The tables a log holds (the last line of each id wins), and the length of its
     whole lines (a torn tail after it is ignored). StoreCorrupt for damage."""
     end = raw.rfind(b"\n") + 1
+    lines = raw[:end].split(b"\n")[:-1]
+    try:  # one parse of the whole file (a store validates a month of them at start)
+        entries = json.loads(b"[" + b",".join(lines) + b"]") if lines else []
+    except (ValueError, RecursionError):
+        entries = None
+    if entries is None or len(entries) != len(lines):  # find the line, to name it
+        entries = []
+        for n, line in enumerate(lines, start=1):
+            try:
+                entries.append(json.loads(line))
+            except (ValueError, RecursionError) as e:
+                raise StoreCorrupt(path, f"line {n} is not valid JSON ({e})") from e
     tables: Tables = {}
-    for n, line in enumerate(raw[:end].split(b"\n")[:-1], start=1):
-        try:
-            entry = json.loads(line)
-        except (ValueError, RecursionError) as e:
-            raise StoreCorrupt(path, f"line {n} is not valid JSON ({e})") from e
-        if not isinstance(entry, dict) or set(entry) != {"table", "id", "doc"}:
-            raise StoreCorrupt(path, f'line {n} should be {{"table", "id", "doc"}}, found {line[:60]!r}')
+    for n, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or entry.keys() != {"table", "id", "doc"}:
+            raise StoreCorrupt(path, f'line {n} should be {{"table", "id", "doc"}}, found {lines[n - 1][:60]!r}')
         table, doc_id, doc = entry["table"], entry["id"], entry["doc"]
         if not isinstance(table, str) or type(doc_id) is not int or doc_id < 1 or not isinstance(doc, dict):
             raise StoreCorrupt(path, f"line {n} needs a table name, a positive integer id and an object")
@@ -78,8 +86,9 @@ def parse_log(path: Path, raw: bytes) -> tuple[Tables, int]:
 
 class AppendLogStorage(Storage):
     """TinyDB storage over one log file. Reads come from memory (the file is read once);
-    write() appends what changed: at once and fsynced (durable), or at flush() (not).
-    Nothing is created before the first document is written."""
+    append() adds documents: written at once and fsynced (durable), at the end of held(),
+    or at flush() (not durable). TinyDB's whole-data write() is refused (HistoryTable
+    never calls it). Nothing is created before the first document is written."""
 
     def __init__(self, path: str | Path, durable: bool = True) -> None:
         self.path = Path(path)
