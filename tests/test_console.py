@@ -547,6 +547,44 @@ async def test_a_growing_log_scrolls_to_its_newest_line_without_laying_out_the_s
         assert layouts == []
 
 
+async def test_marks_paint_the_positions_at_most_once_a_tick_and_a_close_is_never_undone(rig, monkeypatch):
+    from app.messages import EngineEvent
+    from engine.events import PositionClosed, PositionsUpdated
+    from engine.models import PositionMeta, Trade, VenuePosition
+
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        monkeypatch.setattr(console, "TICK_SEC", 3600.0)  # no tick paints during the test: each is called by hand
+        app._positions_shown_at = -3600.0
+        shown = []
+        real = app.positions.show
+        monkeypatch.setattr(app.positions, "show", lambda pos, *a, **k: (shown.append([p.mark_price for p in pos]), real(pos, *a, **k))[1])
+        meta = PositionMeta(symbol="BTCUSDT", side="long", opened_at=rig.clock.now(), time_in_trade_limit_sec=2400, qty=0.01)
+
+        def picture(mark: float) -> PositionsUpdated:
+            pos = VenuePosition(symbol="BTCUSDT", side="long", size=0.01, entry_price=100_000, mark_price=mark,
+                                leverage=3, unrealised_pnl=(mark - 100_000) * 0.01)
+            return PositionsUpdated(ts=rig.clock.now(), level="debug", positions=[pos], metas=[meta])
+
+        for mark in (100_100.0, 100_200.0, 100_300.0, 100_400.0):  # four marks inside one tick
+            app.on_engine_event(EngineEvent(picture(mark)))
+        assert shown == [[100_100.0]]  # the first at once, the rest wait for the tick
+        assert cell(app, app.positions.table, "BTCUSDT", "mark") == "100,100.0"
+        app._tick()
+        assert shown == [[100_100.0], [100_400.0]]  # one paint, the newest picture
+        assert cell(app, app.positions.table, "BTCUSDT", "mark") == "100,400.0"
+
+        app.on_engine_event(EngineEvent(picture(100_500.0)))  # waits for the tick …
+        trade = Trade(symbol="BTCUSDT", side="long", qty=0.01, entry_price=100_000, exit_price=100_500,
+                      opened_at=meta.opened_at, closed_at=rig.clock.now(), pnl=5, roi_pct=1.5, duration_sec=60,
+                      reason=CloseReason.TAKE_PROFIT)
+        app.on_engine_event(EngineEvent(PositionClosed(ts=rig.clock.now(), level="info", message="closed", trade=trade)))
+        assert shown[-1] == [100_500.0]  # … but is painted before the close that came after it
+        app._tick()
+        assert "BTCUSDT" not in app.positions.positions and len(shown) == 3  # the close stays done
+
+
 async def test_the_input_keeps_focus_in_the_typed_confirmation(live_rig):
     app = make_app(live_rig)
     async with app.run_test(size=WIDE) as pilot:

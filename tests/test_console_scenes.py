@@ -68,8 +68,8 @@ def make_app(rig: Rig, **kw) -> ScalpDeskApp:
 
 async def settle(pilot: Pilot) -> None:
     """Let every worker finish, every event the engine emitted reach the console through
-    its socket, and every message be handled; write the log lines the next tick of the
-    app's timer would write."""
+    its socket, and every message be handled; write the log lines and paint the positions
+    the next tick of the app's timer would."""
     app = pilot.app
     rig = getattr(app, "engine_rig", None)
     for _ in range(4):
@@ -84,6 +84,7 @@ async def settle(pilot: Pilot) -> None:
         await pilot.pause()
     if isinstance(app, ScalpDeskApp):
         app.log_panel.flush()
+        app.flush_positions()
         await pilot.pause()
 
 

@@ -16,6 +16,7 @@ from app.cli import main
 from app.klines_cmd import Download, DownloadError, download
 from engine.candles import CSV_HEADER, load_candles
 from engine.venues.bybit_http import BybitClient
+from tests.children import default_sigint
 from tests.fakes.bybit_exchange import history_candle
 from tests.fakes.bybit_server import BybitFakeServer
 
@@ -207,7 +208,7 @@ def test_ctrl_c_leaves_a_valid_file_that_resumes(srv, tmp_path):
     cmd = [sys.executable, "-m", "app.cli", "klines", "download", "BTCUSDT", "--from", "2024-01-01", "--to",
            "2024-01-04T11:20", "--out", str(out), "--rate", "3"]  # 5 pages, a third of a second apart
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BYBIT_BASE_URL": srv.url}
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 20
         while not out.exists() and time.monotonic() < deadline:

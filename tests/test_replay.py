@@ -18,6 +18,7 @@ from engine.deciders.base import DeciderResult
 from engine.models import Action, Decision, MarketSnapshot, new_id
 from engine.replay import WARMUP_SEC, ReplayError, plan_replay, run_replay
 from engine.venues.candlefeed import CandleFeed
+from tests.children import default_sigint
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 START = T0 + WARMUP_SEC  # the replay's first moment: 2026-01-02 01:00
@@ -270,7 +271,7 @@ def test_ctrl_c_stops_a_replay_and_leaves_the_live_state_untouched(tmp_path):
     tmp.mkdir()
     env = {**os.environ, "SCALPDESK_STATE_DIR": str(live), "TMPDIR": str(tmp)}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "replay", "--klines", *specs], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(tmp.glob("scalpdesk-replay-*")):
         time.sleep(0.05)
