@@ -40,7 +40,6 @@ from tinydb import TinyDB
 
 from engine.fileio import atomic_write, fsync_dir  # noqa: F401 (atomic_write: the store's API)
 from engine.historylog import LOG_SUFFIX, AppendLogStorage, HistoryDB, encode_log, parse_log
-from engine.storeerrors import StoreCorrupt, StoreError, StoreLocked  # noqa: F401 (the store's API)
 from engine.models import (
     Cooldown,
     DecisionRecord,
@@ -51,6 +50,7 @@ from engine.models import (
     RiskState,
     Trade,
 )
+from engine.storeerrors import StoreCorrupt, StoreError, StoreLocked  # noqa: F401 (the store's API)
 
 STATE_FILE = "state.json"
 LOCK_FILE = "scalpdesk.lock"
