@@ -43,6 +43,7 @@ from engine.candles import (
     warmup_sec,
 )
 from engine.config import SettingsError, load_settings
+from engine.fileio import atomic_write, cut_torn_tail
 from engine.venues.bybit_http import BybitClient, Busy, NoAnswer, Refused, backoff
 
 M = 60_000  # one minute in ms
@@ -79,40 +80,6 @@ class Download:
 
 
 # --- the file ---------------------------------------------------------------------------
-
-
-def _write_new(path: Path, payload: bytes) -> None:
-    """Create `path` with `payload` atomically (temp file, fsync, rename): all or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _repair_tail(path: Path) -> str | None:
-    """Cut a torn last line (a kill in the middle of an append); says what it did."""
-    with open(path, "rb+") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return None
-        f.seek(max(0, size - 1))
-        if f.read(1) == b"\n":
-            return None
-        back = min(size, 4096)
-        f.seek(size - back)
-        tail = f.read(back)
-        cut = tail.rfind(b"\n")
-        keep = size - back + cut + 1 if cut >= 0 else 0
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-    return f"{path}: dropped an unfinished last line ({size - keep} bytes) left by an interrupted write"
 
 
 def _existing(path: Path, symbol: str) -> tuple[int, int, list[Gap]] | None:
@@ -190,9 +157,9 @@ def download(
     """
     d = record if record is not None else Download(symbol, out, start_ms, end_ms)
     if out.exists():
-        note = _repair_tail(out)
-        if note:
-            d.notes.append(note)
+        dropped = cut_torn_tail(out)  # a kill in the middle of an append
+        if dropped:
+            d.notes.append(f"{out}: dropped an unfinished last line ({dropped} bytes) left by an interrupted write")
     found = _existing(out, symbol)
     cursor = start_ms - start_ms % M + (M if start_ms % M else 0)
     prev: int | None = None
@@ -249,7 +216,7 @@ def download(
             if lines:
                 payload = "".join(lines).encode()
                 if handle is None and not (out.exists() and out.stat().st_size):
-                    _write_new(out, (CSV_HEADER + "\n").encode() + payload)
+                    atomic_write(out, (CSV_HEADER + "\n").encode() + payload, mode=0o666)  # all or nothing
                 else:
                     if handle is None:
                         handle = open(out, "ab")

@@ -16,11 +16,12 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, payload: bytes, fsync: bool = True) -> None:
+def atomic_write(path: Path, payload: bytes, fsync: bool = True, mode: int = 0o600) -> None:
     """Replace `path` with `payload` so that a crash at any moment leaves the old or the new file
-    (fsync=False: the same rename, without waiting for the disk)."""
+    (fsync=False: the same rename, without waiting for the disk). `mode` as os.open takes it
+    (the umask applies): state files are the owner's only."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with open(fd, "wb") as f:
             f.write(payload)
@@ -42,3 +43,23 @@ def append(fd: int, payload: bytes, fsync: bool) -> None:
         view = view[os.write(fd, view):]
     if fsync:
         os.fdatasync(fd)
+
+
+def cut_torn_tail(path: Path) -> int:
+    """Cut a last line without its newline (an append that a crash cut short, so never
+    acknowledged) and fsync; returns the bytes dropped (0: the file ends with a whole line)."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        back = min(size, 4096)
+        f.seek(size - back)
+        cut = f.read(back).rfind(b"\n")
+        keep = size - back + cut + 1 if cut >= 0 else 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return size - keep

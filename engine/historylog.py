@@ -39,7 +39,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
 
-from engine.fileio import append, fsync_dir
+from engine.fileio import append, cut_torn_tail, fsync_dir
 from engine.storeerrors import StoreCorrupt, StoreError
 
 LOG_SUFFIX = ".jsonl"
@@ -156,16 +156,13 @@ class AppendLogStorage(Storage):
                 raise self._changed()
             return
         created = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        size = os.fstat(fd).st_size
+        size = 0 if created else self.path.stat().st_size
         if size != self._size:
             # Only a torn tail (no newline in it) may follow what we read.
             if size < self._size or b"\n" in self._read_from(self._size):
-                os.close(fd)
                 raise self._changed()
-            os.ftruncate(fd, self._size)  # the torn tail of a write that never returned
-            os.fsync(fd)
-        self._fd = fd
+            cut_torn_tail(self.path)  # the torn tail of a write that never returned
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         if created and self.durable:
             fsync_dir(self.path.parent)
 

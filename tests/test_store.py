@@ -94,6 +94,17 @@ def fingerprint(path: Path) -> tuple[int, int, bytes]:
     return st.st_ino, st.st_mtime_ns, path.read_bytes()
 
 
+def refused_and_kept(path: Path, write, read, match: str) -> None:
+    """A write over a file changed behind the store is refused (StoreCorrupt matching
+    `match`), nothing more is served from memory either, and the file stays as found."""
+    before = fingerprint(path)
+    with pytest.raises(StoreCorrupt, match=match):
+        write()
+    with pytest.raises(StoreCorrupt):
+        read()
+    assert fingerprint(path) == before
+
+
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=30,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -442,12 +453,7 @@ def test_a_history_log_changed_behind_the_store_is_not_appended_to(tmp_path: Pat
         s.add_trade(trade(pnl=1.0))
         log = day_file(tmp_path, "2026-01-01T01")
         log.write_bytes(b"")  # an operator emptied it
-        before = fingerprint(log)
-        with pytest.raises(StoreCorrupt, match="changed by another program"):
-            s.add_trade(trade(pnl=2.0))
-        with pytest.raises(StoreCorrupt):
-            s.trades()
-        assert fingerprint(log) == before
+        refused_and_kept(log, lambda: s.add_trade(trade(pnl=2.0)), s.trades, "changed by another program")
 
 
 def test_history_documents_are_never_removed_one_by_one(tmp_path: Path) -> None:
@@ -548,12 +554,7 @@ def test_file_damaged_while_running_is_not_overwritten(store: StateStore) -> Non
     store.put_intent(intent("o-1"))
     path = state_file(store.state_dir)
     path.write_bytes(b'{"intents": ')
-    before = fingerprint(path)
-    with pytest.raises(StoreCorrupt, match="not valid JSON"):
-        store.put_intent(intent("o-2"))
-    with pytest.raises(StoreCorrupt):
-        store.intents()
-    assert fingerprint(path) == before
+    refused_and_kept(path, lambda: store.put_intent(intent("o-2")), store.intents, "not valid JSON")
 
 
 # --- check_state_dir ----------------------------------------------------------------------
@@ -800,9 +801,5 @@ def test_a_sound_file_changed_behind_the_store_is_not_overwritten_either(store: 
     store.put_intent(intent("o-1"))
     path = state_file(store.state_dir)
     path.write_text(json.dumps({"intents": {}}))  # an operator's edit, valid JSON
-    before = fingerprint(path)
-    with pytest.raises(StoreCorrupt, match="changed by another program"):
-        store.put_intent(intent("o-2"))
-    with pytest.raises(StoreCorrupt):
-        store.get_intent("o-1")  # nothing more is served from memory either
-    assert fingerprint(path) == before
+    refused_and_kept(path, lambda: store.put_intent(intent("o-2")), lambda: store.get_intent("o-1"),
+                     "changed by another program")
