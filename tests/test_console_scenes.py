@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from app.console import ScalpDeskApp
 from engine.protocol import SOCKET_FILE
@@ -86,6 +87,19 @@ async def settle(pilot: Pilot) -> None:
         app.log_panel.flush()
         app.flush_positions()
         await pilot.pause()
+    await tables_measured(pilot)
+
+
+async def tables_measured(pilot: Pilot) -> None:
+    """Wait for every table on screen to have measured its new rows and cells: DataTable
+    sizes its auto-width columns in an idle pass, and a frame taken before it shows a
+    column at its header's width (a flaky journal snapshot showed "o-0000" for intent ids)."""
+    for _ in range(100):
+        tables = pilot.app.screen.query(DataTable)
+        if not any(t._require_update_dimensions or t._updated_cells for t in tables):
+            break
+        await pilot.pause(0.01)
+    await pilot.pause()
 
 
 async def started(pilot: Pilot) -> None:
