@@ -152,9 +152,10 @@ class ScalpDeskApp(App[int]):
         self._replaying: set[str] = set()  # decisions shown PENDING by the picture being replayed
         self._approval_toast_at = -APPROVAL_TOAST_SEC
         self._gc = GcPolicy()
-        # The newest picture of the positions not painted yet, and when one was (monotonic).
+        # Prices waiting for the tick (see paint_waiting): the newest picture of the
+        # positions, and the market watch's updates in the order they came.
         self._positions_pending: PositionsUpdated | None = None
-        self._positions_shown_at = -TICK_SEC
+        self._market_pending: list[MarketUpdated | BlocksUpdated] = []
         self.journal = JournalCache(settings.state_dir)  # what j and s read, kept between reads
 
     # --- layout ----------------------------------------------------------------
@@ -263,16 +264,16 @@ class ScalpDeskApp(App[int]):
             self._decision(e, now, quiet=replayed)
         elif isinstance(e, PositionsUpdated):
             self._positions_pending = e
-            if replayed or time.monotonic() - self._positions_shown_at >= TICK_SEC:
+            if replayed:  # the engine's picture at attach: at once
                 self.flush_positions()
         elif isinstance(e, PositionOpened):
             # Marks, PnL and liquidation price follow with the next PositionsUpdated.
             # Engine wish: publish the positions after an open, as after a force close.
             self.positions.opened(e.meta, now)
-        elif isinstance(e, MarketUpdated):
-            self.market.market(e.features, e.closes, e.blocks, e.ts, now)
-        elif isinstance(e, BlocksUpdated):
-            self.market.entry_blocks(e.blocks, now)
+        elif isinstance(e, (MarketUpdated, BlocksUpdated)):
+            self._market_pending.append(e)
+            if replayed:
+                self.flush_market()
         elif isinstance(e, PositionClosed):
             self.positions.remove(e.trade.symbol)
             for screen in self.screen_stack:
@@ -297,18 +298,32 @@ class ScalpDeskApp(App[int]):
         self.log_panel.add(e)
         self._counts()
 
-    def flush_positions(self) -> None:
-        """Paint the newest picture of the positions, if one is waiting.
+    def paint_waiting(self) -> None:
+        """Paint the prices that came since the last tick, in the tick's own repaint.
 
-        Marks arrive up to marks_per_sec (4) times a second, each a whole picture; the
-        table is painted at most once a tick (TICK_SEC), with the newest one, and the
-        countdowns tick in the same paint: a hundred rows painted six times a second were
-        most of the console's CPU. An open or a close is painted at once, after the
-        picture that came before it."""
+        Marks arrive up to marks_per_sec (4) times a second, each a whole picture of the
+        positions and the market watch's prices, at moments of their own. Painted as they
+        came, each was a repaint of its own besides the tick's (five or six a second with
+        the log's; every repaint re-renders the screen from the top dirty line to the
+        bottom one): now the newest picture is painted with the tick, the countdowns and
+        the log, in one repaint twice a second. An open or a close is painted at once,
+        after the picture that came before it."""
+        self.flush_positions()
+        self.flush_market()
+
+    def flush_positions(self) -> None:
         e, self._positions_pending = self._positions_pending, None
         if e is not None:
-            self._positions_shown_at = time.monotonic()
             self.positions.show(e.positions, e.metas, self.clock.now(), e.closing)
+
+    def flush_market(self) -> None:
+        waiting, self._market_pending = self._market_pending, []
+        now = self.clock.now()
+        for e in waiting:  # in order: a change of blocks after a cycle's market stays
+            if isinstance(e, MarketUpdated):
+                self.market.market(e.features, e.closes, e.blocks, e.ts, now)
+            else:
+                self.market.entry_blocks(e.blocks, now)
 
     def _decision(self, e: DecisionEvent, now: float, quiet: bool = False) -> None:
         record = e.record
@@ -390,7 +405,7 @@ class ScalpDeskApp(App[int]):
         nxt = self.next_cycle_at
         self.status.next_cycle = fmt.countdown(nxt - now) if nxt is not None else "—"
         self.decisions.tick(now)
-        self.flush_positions()
+        self.paint_waiting()
         self.positions.tick(now)
         self.cooldowns.tick(now)
         self.market.tick(now)

@@ -184,7 +184,8 @@ class Term:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         child_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-        child_env.update({"TERM": "xterm-256color", "COLORTERM": "truecolor", "PYTHONPATH": str(REPO)})
+        child_env.update({"TERM": "xterm-256color", "COLORTERM": "truecolor",
+                          "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
         child_env.update(env or {})
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=child_env,
@@ -254,7 +255,7 @@ class Term:
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(5)
+                self.proc.wait(120 if os.environ.get("BENCH_PROFILE") else 5)  # a profile's report takes a while
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)

@@ -537,6 +537,10 @@ async def test_a_growing_log_scrolls_to_its_newest_line_without_laying_out_the_s
         await write(0, 5)
         await write(5, 40)  # more than the panel's height
         assert panel.is_vertical_scroll_end
+        for i in range(3):
+            panel.add(LogEvent(ts=0, level="info", message=f"now {i}"))
+        panel.flush()
+        assert panel.is_vertical_scroll_end  # scrolled at once: one repaint, not a second after it
         layouts.clear()
         for step in range(5):
             await write(45 + 10 * step, 10)
@@ -547,7 +551,7 @@ async def test_a_growing_log_scrolls_to_its_newest_line_without_laying_out_the_s
         assert layouts == []
 
 
-async def test_marks_paint_the_positions_at_most_once_a_tick_and_a_close_is_never_undone(rig, monkeypatch):
+async def test_marks_paint_the_positions_once_a_tick_and_a_close_is_never_undone(rig, monkeypatch):
     from app.messages import EngineEvent
     from engine.events import PositionClosed, PositionsUpdated
     from engine.models import PositionMeta, Trade, VenuePosition
@@ -556,7 +560,6 @@ async def test_marks_paint_the_positions_at_most_once_a_tick_and_a_close_is_neve
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
         monkeypatch.setattr(console, "TICK_SEC", 3600.0)  # no tick paints during the test: each is called by hand
-        app._positions_shown_at = -3600.0
         shown = []
         real = app.positions.show
         monkeypatch.setattr(app.positions, "show", lambda pos, *a, **k: (shown.append([p.mark_price for p in pos]), real(pos, *a, **k))[1])
@@ -569,10 +572,9 @@ async def test_marks_paint_the_positions_at_most_once_a_tick_and_a_close_is_neve
 
         for mark in (100_100.0, 100_200.0, 100_300.0, 100_400.0):  # four marks inside one tick
             app.on_engine_event(EngineEvent(picture(mark)))
-        assert shown == [[100_100.0]]  # the first at once, the rest wait for the tick
-        assert cell(app, app.positions.table, "BTCUSDT", "mark") == "100,100.0"
+        assert shown == []  # they wait for the tick
         app._tick()
-        assert shown == [[100_100.0], [100_400.0]]  # one paint, the newest picture
+        assert shown == [[100_400.0]]  # one paint, the newest picture
         assert cell(app, app.positions.table, "BTCUSDT", "mark") == "100,400.0"
 
         app.on_engine_event(EngineEvent(picture(100_500.0)))  # waits for the tick …
@@ -582,7 +584,45 @@ async def test_marks_paint_the_positions_at_most_once_a_tick_and_a_close_is_neve
         app.on_engine_event(EngineEvent(PositionClosed(ts=rig.clock.now(), level="info", message="closed", trade=trade)))
         assert shown[-1] == [100_500.0]  # … but is painted before the close that came after it
         app._tick()
-        assert "BTCUSDT" not in app.positions.positions and len(shown) == 3  # the close stays done
+        assert "BTCUSDT" not in app.positions.positions and len(shown) == 2  # the close stays done
+
+
+async def test_only_the_positions_in_view_are_written_and_the_rest_when_they_come_into_view(rig, monkeypatch):
+    """Sixty positions, marks moving on all of them: the rows on screen are written at the
+    tick; a row below them is written when the cursor brings it into view."""
+    from app.messages import EngineEvent
+    from engine.events import PositionsUpdated
+    from engine.models import PositionMeta, VenuePosition
+
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        monkeypatch.setattr(console, "TICK_SEC", 3600.0)
+        syms = [f"C{i:02d}USDT" for i in range(60)]
+        metas = [PositionMeta(symbol=s, side="long", opened_at=rig.clock.now(), time_in_trade_limit_sec=2400, qty=1)
+                 for s in syms]
+
+        def picture(mark: float) -> PositionsUpdated:
+            pos = [VenuePosition(symbol=s, side="long", size=1, entry_price=100, mark_price=mark, leverage=3,
+                                 unrealised_pnl=mark - 100) for s in syms]
+            return PositionsUpdated(ts=rig.clock.now(), level="debug", positions=pos, metas=metas)
+
+        app.on_engine_event(EngineEvent(picture(101.0)))
+        app._tick()
+        await settle(pilot)
+        table = app.positions.table
+        assert all(cell(app, table, s, "mark") == "101.00" for s in syms)  # new rows: written whole
+        app.on_engine_event(EngineEvent(picture(102.0)))
+        app._tick()
+        shown = [s for s in syms if table.in_view(s)]
+        assert 5 < len(shown) < 40
+        assert all(cell(app, table, s, "mark") == "102.00" for s in shown)
+        assert cell(app, table, syms[-1], "mark") == "101.00"  # out of view: not written yet …
+        table.focus()
+        table.move_cursor(row=59, animate=False)
+        await settle(pilot)
+        assert table.in_view(syms[-1])
+        assert cell(app, table, syms[-1], "mark") == "102.00"  # … written when it came into view
 
 
 async def test_the_input_keeps_focus_in_the_typed_confirmation(live_rig):

@@ -85,7 +85,7 @@ async def settle(pilot: Pilot) -> None:
         await pilot.pause()
     if isinstance(app, ScalpDeskApp):
         app.log_panel.flush()
-        app.flush_positions()
+        app.paint_waiting()
         await pilot.pause()
     await tables_measured(pilot)
 

@@ -147,6 +147,30 @@ async def test_a_cooldown_counts_down_in_the_row_and_goes(rig, monkeypatch):
         assert table.get_cell("ETHUSDT", "entry").plain == "ready"
 
 
+async def test_prices_wait_for_the_tick_and_a_change_of_blocks_after_them_stays(rig, monkeypatch):
+    """Marks bring the market watch's prices between ticks: painted with the tick's own
+    repaint, in the order they came (a BlocksUpdated after a MarketUpdated wins)."""
+    from app.messages import EngineEvent
+    from engine.models import EntryBlock
+
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        await hold_cycle(pilot, rig)
+        monkeypatch.setattr(console, "TICK_SEC", 3600.0)
+        table = app.market.table
+        before = table.get_cell("BTCUSDT", "last").plain
+        now = rig.clock.now()
+        app.on_engine_event(EngineEvent(MarketUpdated(ts=now, level="debug", features={"BTCUSDT": features(price=123_456.7)},
+                                                      blocks={"BTCUSDT": []})))
+        paused = [EntryBlock(code=guardrails.PAUSED, text="PAUSED: new entries paused")]
+        app.on_engine_event(EngineEvent(BlocksUpdated(ts=now, level="debug", blocks={"BTCUSDT": paused})))
+        assert table.get_cell("BTCUSDT", "last").plain == before  # not yet: the tick paints
+        app._tick()
+        assert table.get_cell("BTCUSDT", "last").plain == "123,456.7"
+        assert table.get_cell("BTCUSDT", "entry").plain.startswith("PAUSED")
+
+
 async def test_key_5_shows_the_market_watch_as_a_tab(rig):
     app = make_app(rig)
     async with app.run_test(size=NARROW) as pilot:

@@ -91,12 +91,18 @@ class LogPanel(RichLog):
 
     def flush(self) -> None:
         """Write the lines added since the last flush, in one repaint. The app calls this on
-        its timer tick: ten lines a second then scroll the log twice, not ten times."""
+        its timer tick: ten lines a second then scroll the log twice, not ten times.
+
+        Scrolled to the end here and now: RichLog's own auto-scroll waits for the repaint
+        after the write, which made each flush two repaints of the screen (the new lines
+        out of view, then scrolled into it)."""
         if not self._unwritten or not self._width:
             return
         for head, body in list(self.history)[-self._unwritten:]:
-            self.write(self._wrapped(head, body), width=self._width)
+            self.write(self._wrapped(head, body), width=self._width, scroll_end=False)
         self._unwritten = 0
+        if self.auto_scroll:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     @property
     def plain_lines(self) -> list[str]:

@@ -11,7 +11,7 @@ the row it was on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from rich.text import Text
 from textual import events
@@ -48,6 +48,7 @@ class KeyedTable(DataTable):
         self._shown: dict[tuple[str, str], tuple[str, str]] = {}
         self._stale: set[tuple[RowKey, ColumnKey]] = set()  # cells changed since their render was cached
         self._view: tuple[int, int] | None = None  # rows in view [top, bottom); None: work it out again
+        self.on_view: Callable[[], None] | None = None  # called when other rows may have come into view
 
     def on_mount(self) -> None:
         self._ensure_columns()
@@ -111,6 +112,17 @@ class KeyedTable(DataTable):
         if row is not None and top <= row < bottom:
             self.refresh_coordinate(Coordinate(row, self._column_locations.get(column_key)))
 
+    def in_view(self, key: str) -> bool:
+        """True if the row is on screen (or just above it: the bound is generous)."""
+        row = self._row_locations.get(RowKey(key))
+        top, bottom = self._rows_in_view()
+        return row is not None and top <= row < bottom
+
+    def _view_moved(self) -> None:
+        self._view = None
+        if self.on_view is not None:
+            self.on_view()
+
     def _rows_in_view(self) -> tuple[int, int]:
         # Kept between a scroll or a resize and the next: size and scroll_offset are worked
         # out from the styles at every read, a hundred cells a second.
@@ -120,11 +132,11 @@ class KeyedTable(DataTable):
         return self._view
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        self._view = None
         super().watch_scroll_y(old_value, new_value)
+        self._view_moved()
 
     def _on_resize(self, _: events.Resize) -> None:
-        self._view = None  # (DataTable's own handler runs too: handlers are called along the MRO)
+        self._view_moved()  # (DataTable's own handler runs too: handlers are called along the MRO)
 
     def render_line(self, y: int) -> Strip:
         if self._stale:
@@ -161,6 +173,7 @@ class KeyedTable(DataTable):
             self._shown.pop((key, col), None)
         if current is not None and current != key and self.has(current):
             self.move_cursor(row=self.get_row_index(current), animate=False)
+        self._view_moved()  # the rows under it moved up
 
     def sort_by_stamp(self, column: str, newest_first: bool = True, follow: bool = True) -> None:
         """Order rows by the Stamp in `column`; with `follow`, the cursor stays on its row
