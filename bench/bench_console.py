@@ -289,11 +289,9 @@ def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
             raise SystemExit(f"the console did not start:\n{console.text()[-3000:]}")
         if bare.expect(b"UTC", 30, since_now=False) is None:
             raise SystemExit(f"the bare app did not start:\n{bare.text()[-2000:]}")
-        deadline = time.monotonic() + 60
-        while "B099USDT" not in console.text():  # the 100 positions are in (escapes stripped)
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the positions never showed:\n{console.text()[-3000:]}")
-            time.sleep(0.2)
+        # All positions are in: the panel's title counts them (a row far down is never drawn).
+        if console.expect(f"Positions ({POSITIONS})".encode(), 60, since_now=False) is None:
+            raise SystemExit(f"the positions never showed:\n{console.text()[-3000:]}")
         if console.expect("Market ·".encode(), 60, since_now=False) is None:  # a cycle filled the market watch
             raise SystemExit("the market watch never filled")
         time.sleep(3)  # let start-up settle
