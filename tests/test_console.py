@@ -625,6 +625,37 @@ async def test_only_the_positions_in_view_are_written_and_the_rest_when_they_com
         assert cell(app, table, syms[-1], "mark") == "102.00"  # … written when it came into view
 
 
+async def test_positions_painted_while_their_tab_was_hidden_show_the_newest_marks_when_it_opens(rig, monkeypatch):
+    """80x24: one panel at a time. Marks that came while the positions tab was never on
+    screen are written when it opens (its first size), not left at the first picture."""
+    from app.messages import EngineEvent
+    from engine.events import PositionsUpdated
+    from engine.models import PositionMeta, VenuePosition
+
+    app = make_app(rig)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        assert app.current_panel != "positions"
+        monkeypatch.setattr(console, "TICK_SEC", 3600.0)
+        meta = PositionMeta(symbol="BTCUSDT", side="long", opened_at=rig.clock.now(), time_in_trade_limit_sec=2400, qty=0.01)
+
+        def picture(mark: float) -> PositionsUpdated:
+            pos = VenuePosition(symbol="BTCUSDT", side="long", size=0.01, entry_price=100_000, mark_price=mark,
+                                leverage=3, unrealised_pnl=(mark - 100_000) * 0.01)
+            return PositionsUpdated(ts=rig.clock.now(), level="debug", positions=[pos], metas=[meta])
+
+        for mark in (100_100.0, 100_200.0):
+            app.on_engine_event(EngineEvent(picture(mark)))
+            app._tick()
+            await settle(pilot)
+        assert app.positions.behind == {"BTCUSDT"}  # off screen: the newest marks wait in the panel
+        await pilot.press("2")
+        await settle(pilot)
+        assert app.current_panel == "positions"
+        assert cell(app, app.positions.table, "BTCUSDT", "mark") == "100,200.0"
+        assert not app.positions.behind
+
+
 async def test_the_input_keeps_focus_in_the_typed_confirmation(live_rig):
     app = make_app(live_rig)
     async with app.run_test(size=WIDE) as pilot:

@@ -98,8 +98,10 @@ class LogPanel(RichLog):
         out of view, then scrolled into it)."""
         if not self._unwritten or not self._width:
             return
-        for head, body in list(self.history)[-self._unwritten:]:
-            self.write(self._wrapped(head, body), width=self._width, scroll_end=False)
+        # One write of all of them (each already wrapped to the width): one render, one
+        # new height, one trim of the bounded lines, where a write per line did each five times.
+        lines = [self._wrapped(head, body) for head, body in list(self.history)[-self._unwritten:]]
+        self.write(Text("\n", end="").join(lines), width=self._width, scroll_end=False)
         self._unwritten = 0
         if self.auto_scroll:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
