@@ -656,6 +656,32 @@ async def test_positions_painted_while_their_tab_was_hidden_show_the_newest_mark
         assert not app.positions.behind
 
 
+async def test_cell_styles_are_kept_until_the_theme_changes():
+    """Tables keep their cells' component styles (Textual's own cache of them is emptied by
+    every refresh); a new theme makes them anew."""
+    from textual.app import App
+
+    from widgets.positions import PositionsTable
+
+    class One(App):
+        CSS_PATH = str(find_styles())
+
+        def compose(self):
+            yield PositionsTable()
+
+    app = One()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(PositionsTable)
+        dark = table.cell_style("positions--profit")
+        table.refresh()  # what writing a cell does
+        assert table.cell_style("positions--profit") is dark
+        app.theme = "textual-light"
+        await pilot.pause()
+        light = table.cell_style("positions--profit")
+        assert light == table.get_component_rich_style("positions--profit", partial=True)
+        assert light.color != dark.color
+
+
 async def test_the_input_keeps_focus_in_the_typed_confirmation(live_rig):
     app = make_app(live_rig)
     async with app.run_test(size=WIDE) as pilot:

@@ -41,7 +41,7 @@ class CooldownsPanel(Vertical):
         return self._table
 
     def _text(self, value: str, style: str = "") -> Text:
-        s = self.table.get_component_rich_style(f"cooldowns--{style}", partial=True) if style else ""
+        s = self.table.cell_style(f"cooldowns--{style}") if style else ""
         return Text(value, style=s, end="")
 
     def started(self, cooldown: Cooldown, now: float) -> None:

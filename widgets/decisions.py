@@ -42,7 +42,7 @@ class DecisionTable(KeyedTable):
     }
 
     def text(self, value: str, style: str = "") -> Text:
-        s = self.get_component_rich_style(f"decisions--{style}", partial=True) if style else ""
+        s = self.cell_style(f"decisions--{style}") if style else ""
         return Text(value, style=s, end="")
 
     def action_text(self, action: Action) -> Text:

@@ -64,7 +64,7 @@ class JournalTable(KeyedTable):
         self.trades: dict[str, Trade] = {}
 
     def _text(self, value: str, style: str | None = None, right: bool = False) -> Text:
-        s = self.get_component_rich_style(f"journal--{style}", partial=True) if style else ""
+        s = self.cell_style(f"journal--{style}") if style else ""
         return Text(value, style=s, end="", justify="right" if right else None)
 
     def cells(self, t: Trade) -> dict[str, Text]:

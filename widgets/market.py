@@ -145,7 +145,7 @@ class MarketPanel(Vertical):
     # --- rendering -------------------------------------------------------------
 
     def _style(self, name: str) -> Style:
-        return self.table.get_component_rich_style(f"market--{name}", partial=True)
+        return self.table.cell_style(f"market--{name}")
 
     def _text(self, value: str, style: str | None = None, right: bool = False) -> Text:
         return Text(value, style=self._style(style) if style else "", end="", justify="right" if right else None)

@@ -100,7 +100,7 @@ class PositionsPanel(Vertical):
         return self._table
 
     def _style(self, name: str):
-        return self.table.get_component_rich_style(f"positions--{name}", partial=True)
+        return self.table.cell_style(f"positions--{name}")
 
     def _text(self, value: str, style: str | None = None, right: bool = False) -> Text:
         return Text(value, style=self._style(style) if style else "", end="", justify="right" if right else None)
