@@ -93,7 +93,8 @@ async def settle(pilot: Pilot) -> None:
 async def tables_measured(pilot: Pilot) -> None:
     """Wait for every table on screen to have measured its new rows and cells: DataTable
     sizes its auto-width columns in an idle pass, and a frame taken before it shows a
-    column at its header's width (a flaky journal snapshot showed "o-0000" for intent ids)."""
+    column at its header's width. (It did not cure the journal snapshot that showed "o-0000"
+    for intent ids once in five runs: that column has a fixed width now.)"""
     for _ in range(100):
         tables = pilot.app.screen.query(DataTable)
         if not any(t._require_update_dimensions or t._updated_cells for t in tables):

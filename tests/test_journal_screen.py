@@ -188,3 +188,30 @@ async def test_a_second_look_rereads_only_the_files_that_changed(history_rig):
         await settle(pilot)
         assert app.journal.files_read == first + 1  # this hour's file, with the new trade
         assert len(app.screen.table.keys()) == 41
+
+
+async def test_intent_ids_show_whole_from_the_first_frame():
+    """The Intent column has the ids' width before DataTable's idle pass measures the rows: a
+    frame taken right after the rows were added showed "o-0000"."""
+    from textual.app import App
+    from textual.widgets.data_table import ColumnKey
+
+    from app.console import find_styles
+    from engine.executor import intent_id_for
+    from engine.models import Trade
+    from widgets.journal import JournalTable
+
+    class One(App):
+        CSS_PATH = str(find_styles())
+
+        def compose(self):
+            yield JournalTable()
+
+    async with One().run_test(size=(160, 24)) as pilot:
+        table = pilot.app.query_one(JournalTable)
+        intent = intent_id_for("d-" + "f" * 32)
+        table.add(Trade(symbol="BTCUSDT", side="long", qty=0.01, entry_price=100_000, exit_price=101_000, opened_at=0,
+                        closed_at=600, pnl=10, roi_pct=3, duration_sec=600, reason=CloseReason.TAKE_PROFIT,
+                        intent_id=intent))
+        column = table.columns[ColumnKey("intent")]
+        assert column.get_render_width(table) - 2 * table.cell_padding >= len(intent) == 34

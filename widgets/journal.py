@@ -50,7 +50,10 @@ class JournalTable(KeyedTable):
         ("roi", "ROI", 8),
         ("fees", "Fees", 7),
         ("held", "Held", 7),
-        ("intent", "Intent", None),
+        # Fixed too: every intent id is a letter, a dash and 32 hex digits (executor). Measured
+        # (auto width), the column was as wide as its header until DataTable's idle pass
+        # measured the rows, and a frame taken before it cut the ids to "o-0000".
+        ("intent", "Intent", 34),
     )
     RIGHT = {"entry", "exit", "pnl", "roi", "fees", "held"}
 
