@@ -102,6 +102,14 @@ SEVERITY = {"info": "information", "warning": "warning", "error": "error"}  # a 
 TRADING_ACTIONS = {"mode", "pause", "run_cycle", "close_all", "help", "panel", "quit", "journal", "statistics"}
 
 
+def _supersedes(new: MarketUpdated | BlocksUpdated, old: MarketUpdated | BlocksUpdated) -> bool:
+    """True if painting `new` after `old` leaves nothing of `old`: both a market, `new` with
+    the prices, closes and blocks of every symbol `old` had them for."""
+    return (isinstance(new, MarketUpdated) and isinstance(old, MarketUpdated)
+            and new.features.keys() >= old.features.keys() and new.closes.keys() >= old.closes.keys()
+            and new.blocks.keys() >= old.blocks.keys())
+
+
 class ScalpDeskApp(App[int]):
     """The console: status bar, decisions, positions, cooldowns, log, footer."""
 
@@ -271,6 +279,9 @@ class ScalpDeskApp(App[int]):
             # Engine wish: publish the positions after an open, as after a force close.
             self.positions.opened(e.meta, now)
         elif isinstance(e, (MarketUpdated, BlocksUpdated)):
+            # Marks send the whole market watch up to 4 times a second: one that sets all an
+            # earlier one set leaves nothing of it to paint.
+            self._market_pending = [w for w in self._market_pending if not _supersedes(e, w)]
             self._market_pending.append(e)
             if replayed:
                 self.flush_market()

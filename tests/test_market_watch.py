@@ -171,6 +171,38 @@ async def test_prices_wait_for_the_tick_and_a_change_of_blocks_after_them_stays(
         assert table.get_cell("BTCUSDT", "entry").plain.startswith("PAUSED")
 
 
+async def test_of_two_market_pictures_in_a_tick_only_the_newest_is_painted(rig, monkeypatch):
+    """Marks send the whole market watch up to four times a second: a picture that sets every
+    symbol an earlier one set makes the earlier one's paint wasted work; one for fewer
+    symbols does not."""
+    from app.messages import EngineEvent
+
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        await hold_cycle(pilot, rig)
+        monkeypatch.setattr(console, "TICK_SEC", 3600.0)
+        painted = []
+        real = app.market.market
+        monkeypatch.setattr(app.market, "market", lambda f, *a: (painted.append({s: x.price for s, x in f.items()}), real(f, *a))[1])
+        now = rig.clock.now()
+
+        def prices(**p: float) -> EngineEvent:
+            return EngineEvent(MarketUpdated(ts=now, level="debug", blocks={s: [] for s in p},
+                                             features={s: features(s, price=v) for s, v in p.items()}))
+
+        app.on_engine_event(prices(BTCUSDT=1.0, ETHUSDT=2.0))
+        app.on_engine_event(prices(BTCUSDT=3.0))  # fewer symbols: both are painted
+        app.on_engine_event(prices(BTCUSDT=4.0, ETHUSDT=5.0))  # covers both before it
+        app._tick()
+        assert painted == [{"BTCUSDT": 4.0, "ETHUSDT": 5.0}]
+        app.on_engine_event(prices(BTCUSDT=6.0, ETHUSDT=7.0))
+        app.on_engine_event(prices(BTCUSDT=8.0))
+        app._tick()
+        assert painted[1:] == [{"BTCUSDT": 6.0, "ETHUSDT": 7.0}, {"BTCUSDT": 8.0}]
+        assert app.market.table.get_cell("ETHUSDT", "last").plain == "7.00"
+
+
 async def test_key_5_shows_the_market_watch_as_a_tab(rig):
     app = make_app(rig)
     async with app.run_test(size=NARROW) as pilot:

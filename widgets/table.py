@@ -127,16 +127,18 @@ class KeyedTable(DataTable):
         # every repaint is bytes). Relies on DataTable internals of the pinned Textual.
         self._data[row_key][column_key] = text
         self._stale.add((row_key, column_key))
-        row = self._row_locations.get(row_key)
-        top, bottom = self._rows_in_view()
-        if row is not None and top <= row < bottom:
+        row = self._index_in_view(row_key)
+        if row is not None:
             self.refresh_coordinate(Coordinate(row, self._column_locations.get(column_key)))
 
     def in_view(self, key: str) -> bool:
         """True if the row is on screen (or just above it: the bound is generous)."""
-        row = self._row_locations.get(RowKey(key))
+        return self._index_in_view(RowKey(key)) is not None
+
+    def _index_in_view(self, row_key: RowKey) -> int | None:
+        row = self._row_locations.get(row_key)
         top, bottom = self._rows_in_view()
-        return row is not None and top <= row < bottom
+        return row if row is not None and top <= row < bottom else None
 
     def _view_moved(self) -> None:
         self._view = None
