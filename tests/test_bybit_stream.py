@@ -197,6 +197,8 @@ async def test_a_stale_stream_says_so_and_polling_takes_over(srv, ws, tmp_path):
         ws.silent = False
         await asyncio.to_thread(srv.exchange.set_price, "BTCUSDT", 100_310.0)
         await until(lambda: marks.status == "live", timeout=10, what="the stream back")
+        # The status bar hears of it with the pump's next pass (marks.period), not at once.
+        await until(lambda: feeds(rig)[-1] == "live", timeout=3, what="the live mark said")
         assert "stale" in feeds(rig) and feeds(rig)[-1] == "live"
     finally:
         await stop(rig)
