@@ -122,13 +122,17 @@ async def test_at_speed_n_a_time_limit_lasts_limit_over_n_wall_seconds(tmp_path)
     """--speed 1200: a 20-minute limit (the shortest allowed) is one wall second, and the
     position's own timer, not the 30 s monitor, closes it."""
     clock = ScaledClock(1200)
-    rig = make_rig(tmp_path / "s", clock=clock, monitor_interval_sec=300, decision_interval_sec=3600)
+    # TP and SL far away: the simulated market runs with the wall clock here (not seeded
+    # steps), and once in a while its 20 minutes reached a 1.5 % stop before the time exit.
+    rig = make_rig(tmp_path / "s", clock=clock, monitor_interval_sec=300, decision_interval_sec=3600,
+                   tp_pct_max=10.0, sl_pct_max=10.0)
     calm(rig)
     try:
         await rig.engine.start()
-        rig.engine.executor.open(plan(rig, long_btc(time_in_trade_limit_sec=1200)))
+        rig.engine.executor.open(plan(rig, long_btc(time_in_trade_limit_sec=1200, tp_pct=10.0, sl_pct=10.0)))
         rig.engine._arm_exits()
         meta = rig.store.get_position("BTCUSDT")
+        assert meta.stop_loss < meta.entry_price * 0.95  # out of the way of the time exit
         start = time.monotonic()
         while rig.store.get_position("BTCUSDT") is not None and time.monotonic() - start < 10:
             await asyncio.sleep(0.05)
