@@ -4,10 +4,13 @@ A state directory holds:
 
     scalpdesk.lock            flock held by the one process using the directory; its pid
     state.json                hot state: intents, positions, cooldowns, the paper account, the risk limits (small)
+    state.log                 intents written since state.json was last replaced (engine.statelog)
     history/YYYY-MM-DDTHH.jsonl decisions and journal of one UTC hour (append-only, pruned)
 
 state.json is replaced whole on every write, atomically (temp file, fsync, rename, fsync
-of the directory): a crash leaves the old file or the new one, never a torn one. History
+of the directory): a crash leaves the old file or the new one, never a torn one. An
+intent put on its own (the one written before an order is sent) is instead one line
+appended to state.log, which the next replace of state.json folds in. History
 is TinyDB over an append-only log of JSON lines, one file per UTC hour (engine.historylog):
 a write appends only its own records, so its cost does not grow with the hour (TinyDB's
 JSON file rewrote the whole hour, 2–3 MB by its end at a 5 s cycle over 10 symbols, on
@@ -38,6 +41,7 @@ from typing import Any, ParamSpec, TypeVar
 from pydantic import BaseModel, ValidationError
 from tinydb import TinyDB
 
+from engine import statelog
 from engine.fileio import atomic_write, fsync_dir  # noqa: F401 (atomic_write: the store's API)
 from engine.historylog import LOG_SUFFIX, AppendLogStorage, HistoryDB, encode_log, parse_log
 from engine.models import (
@@ -77,7 +81,9 @@ HOT_TABLES = {
     "cooldowns": _Table(Cooldown, key="symbol"),
     "paper": _Table(PaperAccount, key="venue"),
     "risk": _Table(RiskState, key="account"),
+    "log": _Table(statelog.LogMark, key="log"),  # how far state.log is folded in (engine.statelog)
 }
+LOGGED_TABLES = set(HOT_TABLES) - {"log"}
 HISTORY_TABLES = {
     "decisions": _Table(DecisionRecord, stamp="recorded_at"),
     "journal": _Table(Trade, stamp="closed_at"),
@@ -210,6 +216,21 @@ def _convert_history(history: Path) -> None:
         fsync_dir(history)
 
 
+def _with_log(data: dict[str, dict[str, dict[str, Any]]] | None,
+              log_path: Path) -> tuple[dict[str, dict[str, dict[str, Any]]], int]:
+    """state.json's tables with state.log's lines after its mark applied (each validated),
+    and the last line's seq. StoreCorrupt (the files left as they are) for damage."""
+    data = {name: dict(table) for name, table in (data or {}).items()}
+    marks = list((data.get("log") or {}).values())
+    mark = marks[0]["seq"] if marks else 0
+    seq = mark
+    for seq, table, doc_id, doc in statelog.read(log_path, LOGGED_TABLES):
+        if seq > mark:
+            _parse(log_path, table, HOT_TABLES[table], doc_id, doc)
+            data.setdefault(table, {})[doc_id] = doc
+    return data, max(seq, mark)
+
+
 def check_state_dir(path: Path) -> list[tuple[str, bool, str]]:
     """Validate every state file, read-only and without the lock: (file, ok, message) each.
 
@@ -228,8 +249,24 @@ def check_state_dir(path: Path) -> list[tuple[str, bool, str]]:
         except StoreCorrupt as e:
             results.append((str(file), False, e.problem))
         else:
-            results.append((str(file), True, ", ".join(f"{n} {name}" for name, n in counts.items())))
+            results.append((str(file), True, ", ".join(f"{n} {name}" for name, n in counts.items() if name != "log")))
+        if file.name == STATE_FILE:
+            results.extend(_check_log(state_dir))
     return results
+
+
+def _check_log(state_dir: Path) -> list[tuple[str, bool, str]]:
+    """state.log's line for `state check`: none when it is absent or empty (folded)."""
+    path = state_dir / statelog.LOG_FILE
+    try:
+        entries = statelog.read(path, LOGGED_TABLES)
+        for _, table, doc_id, doc in entries:
+            _parse(path, table, HOT_TABLES[table], doc_id, doc)
+    except StoreCorrupt as e:
+        return [(str(path), False, e.problem)]
+    if not entries:
+        return []
+    return [(str(path), True, f"{len(entries)} intents written since state.json was last replaced")]
 
 
 # --- atomic files -------------------------------------------------------------------------
@@ -268,9 +305,14 @@ class HotFile:
     json.dumps of 400 intents cost 3 ms a write). The file is replaced atomically, and
     never over a file changed behind our back (_replace_unchanged)."""
 
-    def __init__(self, path: Path, data: dict[str, dict[str, dict[str, Any]]] | None, fsync: bool) -> None:
+    def __init__(self, path: Path, data: dict[str, dict[str, dict[str, Any]]] | None, fsync: bool,
+                 log: statelog.StateLog | None = None, seq: int = 0) -> None:
+        """data: state.json's tables with state.log's lines applied; log: state.log, open
+        (None: a throwaway store, no log); seq: the last line's number, applied or not."""
         self.path = path
         self.fsync = fsync
+        self.log = log
+        self.seq = seq
         self.docs: dict[str, dict[str, str]] = {name: {} for name in HOT_TABLES}  # table -> doc id -> JSON
         self.ids: dict[str, dict[Any, str]] = {name: {} for name in HOT_TABLES}  # table -> key -> doc id
         self.next_id = dict.fromkeys(HOT_TABLES, 1)
@@ -291,6 +333,16 @@ class HotFile:
         self.docs[name][doc_id] = _encode(doc)
         self.pending = True
 
+    def append(self, name: str, key: Any, doc: dict[str, Any]) -> None:
+        """put(), made durable by one line appended to state.log rather than a replace of
+        state.json (which the next write() does, folding the line in)."""
+        self.put(name, key, doc)
+        if self.log is None:
+            return
+        self.seq += 1
+        doc_id = self.ids[name][key]
+        self.log.append(statelog.line(self.seq, name, doc_id, self.docs[name][doc_id]))
+
     def remove(self, name: str, key: Any) -> None:
         doc_id = self.ids[name].pop(key, None)
         if doc_id is not None:
@@ -301,12 +353,16 @@ class HotFile:
         """Write what changed (nothing if nothing did): one atomic replace of the file."""
         if not self.pending:
             return
+        if self.seq:  # the log's lines up to here are in this file
+            self.docs["log"] = {"1": _encode({"log": statelog.LOG_FILE, "seq": self.seq})}
         tables = ",".join(
             f"{json.dumps(name)}:{{" + ",".join(f'"{i}":{doc}' for i, doc in docs.items()) + "}"
             for name, docs in self.docs.items() if docs or name in ("intents", "positions", "cooldowns")
         )
         self._seen = _replace_unchanged(self.path, self._seen, ("{" + tables + "}").encode(), self.fsync)
         self.pending = False
+        if self.log is not None:
+            self.log.folded()
 
 
 # --- the lock -----------------------------------------------------------------------------
@@ -394,8 +450,13 @@ class StateStore:
             raise
         self._state_path = self.state_dir / STATE_FILE
         self._days: dict[str, TinyDB] = {}  # kept so TinyDB remembers each table's next id
-        data = _load(self._state_path)
-        self._hot = HotFile(self._state_path, data, fsync=self.durable)
+        log_path = self.state_dir / statelog.LOG_FILE
+        data, seq = _with_log(_load(self._state_path), log_path)
+        log = statelog.StateLog(log_path, fsync=True) if self.durable else None
+        self._hot = HotFile(self._state_path, data, fsync=self.durable, log=log, seq=seq)
+        if log is not None and log.dirty:
+            self._hot.pending = True  # fold what an earlier run left in the log, now
+            self._hot.write()
         self._intents: dict[str, Intent] = {i.intent_id: i for i in self._records(data, "intents")}
         self._positions: dict[str, PositionMeta] = {m.symbol: m for m in self._records(data, "positions")}
         self._cooldowns: dict[str, Cooldown] = {c.symbol: c for c in self._records(data, "cooldowns")}
@@ -463,6 +524,8 @@ class StateStore:
                         db.close()
             finally:
                 self._closed = True
+                if self._hot.log is not None:
+                    self._hot.log.close()
                 self._release_lock()
 
     def __enter__(self) -> StateStore:
@@ -483,9 +546,17 @@ class StateStore:
 
     @_locked
     def put_intent(self, intent: Intent) -> None:
-        """Insert the intent, or replace the one with the same intent_id."""
-        self._hot.put("intents", intent.intent_id, intent.model_dump(mode="json"))
-        self._hot_changed()
+        """Insert the intent, or replace the one with the same intent_id. On its own (not
+        in a batch) it is one line appended to state.log: the intent written before an order
+        is sent costs 0.1-0.2 ms, not a 0.6-0.8 ms replace of state.json."""
+        doc = intent.model_dump(mode="json")
+        if self.durable and self._batch_depth == 0:
+            self._hot.append("intents", intent.intent_id, doc)
+            if self._hot.log is not None and self._hot.log.lines >= statelog.FOLD_LINES:
+                self._hot.write()
+        else:
+            self._hot.put("intents", intent.intent_id, doc)
+            self._hot_changed()
         self._intents[intent.intent_id] = intent
 
     @_locked

@@ -1,5 +1,5 @@
 """The order path on BybitVenue against the loopback fake: one durable write before the
-send (the intent as sent), one after the answer; leverage sent only when it changes; a
+send (the intent as sent, a line appended to state.log), one after the answer (state.json); leverage sent only when it changes; a
 process killed between the write and the send leaves an intent the restart resolves by
 orderLinkId, with no order sent twice and none lost."""
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import statelog
 from engine import store as store_mod
 from engine.models import IntentStatus
 from engine.store import StateStore
@@ -55,7 +56,15 @@ def test_one_durable_write_before_the_send_and_one_after_the_answer(srv, rig, mo
         real(path, payload, **kw)
         seen.append((time.perf_counter(), Path(path).name, json.loads(payload)))
 
+    real_append = statelog.append
+
+    def appended(fd, payload, fsync):
+        assert fsync  # durable: fdatasync'ed
+        real_append(fd, payload, fsync)
+        seen.append((time.perf_counter(), Path(os.readlink(f"/proc/self/fd/{fd}")).name, json.loads(payload)))
+
     monkeypatch.setattr(store_mod, "atomic_write", counted)
+    monkeypatch.setattr(statelog, "append", appended)
     srv.exchange.observers.append(
         lambda phase, path, params: phase == "received" and path == CREATE
         and seen.append((time.perf_counter(), "create", params["orderLinkId"])))
@@ -65,11 +74,12 @@ def test_one_durable_write_before_the_send_and_one_after_the_answer(srv, rig, mo
         intent = open_long(rig)
         assert intent.status is IntentStatus.EXECUTED
         order = [what for _, what, _ in sorted(seen, key=lambda s: s[0])]
-        assert order == ["state.json", "create", "state.json"], order
+        # Before the send: the intent as sent, one line appended to state.log (engine.statelog).
+        assert order == ["state.log", "create", "state.json"], order
         before, link, after = (x for _, _, x in sorted(seen, key=lambda s: s[0]))
-        [sent] = [i for i in before["intents"].values() if i["intent_id"] == link]  # the orderLinkId is on disk
+        sent = before["doc"]  # the orderLinkId is on disk
+        assert before["table"] == "intents" and sent["intent_id"] == link
         assert link == intent.intent_id and sent["status"] == "EXECUTING" and sent["sent_at"] is not None
-        assert "BTCUSDT" not in {p["symbol"] for p in before["positions"].values()}
         # What follows the answer, in one write: EXECUTED with the order id, and the position.
         [done] = [i for i in after["intents"].values() if i["intent_id"] == link]
         assert done["status"] == "EXECUTED" and done["order_id"]

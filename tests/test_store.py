@@ -296,10 +296,11 @@ def test_files_are_0600_and_a_new_state_dir_0700(tmp_path: Path) -> None:
     try:
         state_dir = tmp_path / "fresh" / "state"
         with StateStore(state_dir) as s:
-            s.put_intent(intent())
+            s.put_intent(intent())  # state.log
+            s.put_position(position())  # state.json
             s.add_trade(trade())
             lock = state_dir / "scalpdesk.lock"
-            for path in (state_file(state_dir), day_file(state_dir, "2026-01-01T01"), lock):
+            for path in (state_file(state_dir), state_dir / "state.log", day_file(state_dir, "2026-01-01T01"), lock):
                 assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
             assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
             assert stat.S_IMODE((state_dir / "history").stat().st_mode) == 0o700
@@ -551,10 +552,10 @@ def test_a_history_log_line_of_the_wrong_shape_is_reported(tmp_path: Path, conte
 
 
 def test_file_damaged_while_running_is_not_overwritten(store: StateStore) -> None:
-    store.put_intent(intent("o-1"))
+    store.put_position(position())
     path = state_file(store.state_dir)
     path.write_bytes(b'{"intents": ')
-    refused_and_kept(path, lambda: store.put_intent(intent("o-2")), store.intents, "not valid JSON")
+    refused_and_kept(path, lambda: store.put_position(position()), store.intents, "not valid JSON")
 
 
 # --- check_state_dir ----------------------------------------------------------------------
@@ -681,6 +682,8 @@ def writes(monkeypatch) -> list[str]:
     from engine import historylog
     from engine import store as store_mod
 
+    from engine import statelog
+
     names: list[str] = []
     real_write, real_append = store_mod.atomic_write, historylog.append
 
@@ -694,6 +697,7 @@ def writes(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(store_mod, "atomic_write", atomic_write)
     monkeypatch.setattr(historylog, "append", append)
+    monkeypatch.setattr(statelog, "append", append)
     return names
 
 
@@ -721,13 +725,14 @@ def test_every_put_is_one_durable_write(tmp_path: Path, writes: list[str]) -> No
     """A new record and a replaced one each cost one write (TinyDB's upsert writes twice
     for a new record: an update that matched nothing, then the insert)."""
     with StateStore(tmp_path) as s:
-        for put in (lambda: s.put_intent(intent("o-1")), lambda: s.put_position(position()), lambda: s.put_cooldown(cooldown())):
+        for put, file in ((lambda: s.put_intent(intent("o-1")), "state.log"), (lambda: s.put_position(position()), "state.json"),
+                          (lambda: s.put_cooldown(cooldown()), "state.json")):
             writes.clear()
             put()
-            assert writes == ["state.json"]
+            assert writes == [file]
             writes.clear()
             put()  # the same key again: replaced
-            assert writes == ["state.json"]
+            assert writes == [file]
         s.add_decision(record(DAY + HOUR, "d-1"))
         writes.clear()
         s.update_decision(record(DAY + HOUR, "d-1", status="EXECUTED"))
@@ -798,8 +803,8 @@ def test_a_throwaway_store_writes_at_flush_and_close_only(tmp_path: Path) -> Non
 
 
 def test_a_sound_file_changed_behind_the_store_is_not_overwritten_either(store: StateStore) -> None:
-    store.put_intent(intent("o-1"))
+    store.put_position(position())
     path = state_file(store.state_dir)
     path.write_text(json.dumps({"intents": {}}))  # an operator's edit, valid JSON
-    refused_and_kept(path, lambda: store.put_intent(intent("o-2")), lambda: store.get_intent("o-1"),
+    refused_and_kept(path, lambda: store.put_cooldown(cooldown()), lambda: store.get_position("BTCUSDT"),
                      "changed by another program")
