@@ -6,11 +6,13 @@ against a bare pybit place_order to the same (loopback) server in the same run.
 Three paths, interleaved so they share the machine's conditions:
   bare     pybit HTTP.place_order(...) called directly: the floor.
   auto     Engine._execute(record) of a reviewed EXECUTE decision (AUTO mode): the
-           intent is written durably (PENDING, then EXECUTING, each an fsynced state
-           write), leverage is set, then the create is sent.
-  approve  Engine.approve(decision_id) (APPROVE mode, the operator pressed y): the
-           guardrails are checked again on a fresh snapshot (ticker, 1/5/15m klines,
-           wallet, positions) before the same path as auto.
+           intent is written durably (one line appended to state.log, fdatasync'ed),
+           leverage is set when it changed, then the create is sent.
+  approve  Engine.approve(decision_id) (APPROVE mode, the operator pressed y) with the
+           streams not used: the guardrails are checked again on a fresh REST read of the
+           venue (tickers, wallet, positions) before the same path as auto.
+  approve-live  the same with Bybit's streams live (the loopback WebSocket fake): the
+           check reads what the streams keep (LiveMarks.picture), no REST round trip.
 The clock stops when the loopback server receives the POST /v5/order/create (its
 handler stamps time.perf_counter() in this same process). Prints p50, p99 and the
 ratio to bare for each path.
@@ -41,6 +43,7 @@ from engine.models import Action, Decision, DecisionRecord  # noqa: E402
 from tests.fakes.bybit_exchange import FAKE_KEY, FAKE_SECRET  # noqa: E402
 from tests.fakes.bybit_rig import settings_for  # noqa: E402
 from tests.fakes.bybit_server import BybitFakeServer  # noqa: E402
+from tests.fakes.bybit_ws_server import BybitWsServer  # noqa: E402
 
 CREATE = "/v5/order/create"
 
@@ -52,9 +55,14 @@ def arrival_after(srv: BybitFakeServer, t0: float) -> float:
 
 def flatten(srv: BybitFakeServer, engine=None) -> None:
     """The venue flat again, and the engine's record of it too (else the next open is
-    taken for a late fill and waits for the venue's closed-PnL before it returns)."""
+    taken for a late fill and waits for the venue's closed-PnL before it returns), the
+    streams' picture included (a push of the flat would start a monitor pass, and its
+    journalled close a cooldown that blocks the next open)."""
     with srv.exchange.lock:
         srv.exchange.positions.clear()
+    if engine is not None and engine.marks is not None:
+        with engine.marks._lock:
+            engine.marks._positions.clear()
     if engine is not None:
         engine.store.delete_position("BTCUSDT")
 
@@ -85,26 +93,42 @@ async def main(n: int, busy: int = 0) -> None:
             b.terminate()
 
 
+async def live(engine, timeout: float = 30.0) -> None:
+    """Until both streams are live and the live picture holds the account."""
+    until = time.monotonic() + timeout
+    while engine.marks is None or engine.marks.picture(["BTCUSDT"]) is None:
+        if time.monotonic() > until:
+            raise SystemExit("the streams did not come up")
+        await asyncio.sleep(0.05)
+
+
 async def run(n: int, busy: int) -> None:
-    with BybitFakeServer() as srv, tempfile.TemporaryDirectory() as tmp:
+    with BybitFakeServer() as srv, BybitWsServer(srv.exchange) as ws, tempfile.TemporaryDirectory() as tmp:
         ex = srv.exchange
         ex.trend["BTCUSDT"] = 1
         ex.wallet = 1e9
         bare = HTTP(testnet=True, api_key=FAKE_KEY, api_secret=FAKE_SECRET, max_retries=1, retry_codes={0})
         bare.endpoint = srv.url
         # The risk limits off: hundreds of opens and closes in a minute are the bench, not a trader's day.
+        # The timers run (the streams start with them), but no cycle or monitor pass falls in the run;
+        # the fake pushes prices only when they move, so silence is not staleness here.
         settings = settings_for(srv, Path(tmp) / "state", mode="approve", bybit_timeout_sec=10,
-                                max_trades_per_day=0, daily_loss_limit_pct=0, max_drawdown_pct=0)
+                                max_trades_per_day=0, daily_loss_limit_pct=0, max_drawdown_pct=0,
+                                bybit_ws_url=ws.url, ws_stale_sec=300, decision_interval_sec=3600,
+                                monitor_interval_sec=300)
         engine = build_engine(settings, clock=SystemClock())
-        await engine.start(schedule=False)
+        await engine.start()
+        await live(engine)
+        streams_picture = engine.marks.picture
         snap = await asyncio.to_thread(engine._snapshot, ["BTCUSDT"])
-        results: dict[str, list[float]] = {"bare": [], "auto": [], "approve": []}
+        results: dict[str, list[float]] = {"bare": [], "auto": [], "approve": [], "approve-live": []}
         try:
             for i in range(n + 5):  # the first 5 warm up connections and caches
                 t0 = time.perf_counter()
                 bare.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.001",
                                  positionIdx=0, orderLinkId=f"bare-{i}")
                 bare_ms = (arrival_after(srv, t0) - t0) * 1000
+                await asyncio.sleep(0.02)  # the streams' pushes of the open land first
                 flatten(srv, engine)
 
                 d = decision()
@@ -114,30 +138,35 @@ async def run(n: int, busy: int) -> None:
                 t0 = time.perf_counter()
                 await engine._execute(record)
                 auto_ms = (arrival_after(srv, t0) - t0) * 1000
+                await asyncio.sleep(0.02)  # the streams' pushes of the open land first
                 flatten(srv, engine)
 
-                d = decision()
-                rec = DecisionRecord(decision=d, review=review.model_copy(update={"decision": d}), status="PENDING",
-                                     recorded_at=time.time())
-                engine.pending.add(rec, time.time() + 60)
-                t0 = time.perf_counter()
-                answer = await engine.approve(d.decision_id)
-                assert answer.ok, answer
-                approve_ms = (arrival_after(srv, t0) - t0) * 1000
-                flatten(srv, engine)
+                approve_ms = {}
+                for path in ("approve", "approve-live"):
+                    engine.marks.picture = streams_picture if path == "approve-live" else (lambda symbols: None)
+                    d = decision()
+                    rec = DecisionRecord(decision=d, review=review.model_copy(update={"decision": d}),
+                                         status="PENDING", recorded_at=time.time())
+                    engine.pending.add(rec, time.time() + 60)
+                    t0 = time.perf_counter()
+                    answer = await engine.approve(d.decision_id)
+                    assert answer.ok, answer
+                    approve_ms[path] = (arrival_after(srv, t0) - t0) * 1000
+                    await asyncio.sleep(0.02)  # the streams' pushes of the open land first
+                    flatten(srv, engine)
                 if i >= 5:
                     results["bare"].append(bare_ms)
                     results["auto"].append(auto_ms)
-                    results["approve"].append(approve_ms)
+                    results.update({k: results[k] + [v] for k, v in approve_ms.items()})
         finally:
             await engine.stop()
             engine.store.close()
     base50, base99 = pct(results["bare"], 0.5), pct(results["bare"], 0.99)
     print(f"order latency to the loopback Bybit fake, n={n} each, {busy} CPU burners (ms; ratio to bare pybit)")
-    print(f"{'path':<8} {'p50':>8} {'p99':>8} {'mean':>8} {'x p50':>7} {'x p99':>7}")
+    print(f"{'path':<13} {'p50':>8} {'p99':>8} {'mean':>8} {'x p50':>7} {'x p99':>7}")
     for name, xs in results.items():
         p50, p99 = pct(xs, 0.5), pct(xs, 0.99)
-        print(f"{name:<8} {p50:8.2f} {p99:8.2f} {statistics.fmean(xs):8.2f} {p50 / base50:7.1f} {p99 / base99:7.1f}")
+        print(f"{name:<13} {p50:8.2f} {p99:8.2f} {statistics.fmean(xs):8.2f} {p50 / base50:7.1f} {p99 / base99:7.1f}")
 
 
 if __name__ == "__main__":

@@ -464,13 +464,17 @@ class Engine:
 
     # --- the market -----------------------------------------------------------------
 
-    def _snapshot(self, symbols: list[str]) -> MarketSnapshot:
-        feats = self.market.features(symbols, self.clock.now())
+    def _snapshot(self, symbols: list[str], live: bool = False) -> MarketSnapshot:
+        """The market and the account now, from the venue; live: from the live streams
+        where they keep it all (LiveMarks.picture), so no REST round trip is waited on."""
+        pic = self.marks.picture(symbols) if live and self.marks is not None else None
+        feats = self.market.features(symbols, self.clock.now(), tickers=pic.tickers if pic else None)
         return MarketSnapshot(
             ts=self.clock.now(),
             symbols=feats,
-            balance=self.venue.balance(),
-            positions=self.venue.positions(),
+            balance=pic.balance if pic else self.venue.balance(),
+            positions=pic.positions if pic else self.venue.positions(),
+            streamed=pic is not None,
             metas=self.store.positions(),
             cooldowns=[c for c in self.store.cooldowns() if c.active(self.clock.now())],
             recent_trades=self.store.trades(limit=10),
@@ -731,7 +735,7 @@ class Engine:
         self.pending.remove(decision_id)
         # The guardrails are checked again now: the market and the account have moved.
         try:
-            snap = await self._io(self._snapshot, [d.symbol])
+            snap = await self._io(self._snapshot, [d.symbol], True)
         except VenueError as e:
             rec = p.record.model_copy(update={"status": DecisionStatus.FAILED, "message": f"{d.symbol} approve failed: {e}"})
             await self.decisions.record(rec, "error", update=True)
@@ -744,7 +748,8 @@ class Engine:
                                          "message": f"{d.symbol} {d.action.value} approved but BLOCKED now: {text}"})
             await self.decisions.record(rec, "warning", update=True)
             return CommandResult.refused(rec.message)
-        self._log("info", f"{d.symbol} {d.action.value} approved by operator", "APPROVED")
+        checked = "the live streams" if snap.streamed else "a fresh read of the venue"
+        self._log("info", f"{d.symbol} {d.action.value} approved by operator (checked again on {checked})", "APPROVED")
         status, message, intent_id = await self._execute(rec, update=True)
         if status == "FAILED":
             return CommandResult.failed(message, intent_id)

@@ -301,9 +301,11 @@ class Markets:
     def __contains__(self, symbol: object) -> bool:
         return symbol in self.symbols
 
-    def features(self, symbols: list[str], now: float) -> dict[str, SymbolFeatures]:
-        """Features of every symbol whose market data answered; raises VenueError when none did."""
-        tickers = self._tickers(symbols)
+    def features(self, symbols: list[str], now: float,
+                 tickers: dict[str, Ticker] | None = None) -> dict[str, SymbolFeatures]:
+        """Features of every symbol whose market data answered; raises VenueError when none
+        did. tickers: the prices to use (a live stream's), else the venue is asked."""
+        tickers = self._tickers(symbols) if tickers is None else tickers
         feats = {}
         for sym in symbols:
             ticker = tickers.get(sym)

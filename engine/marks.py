@@ -35,7 +35,7 @@ import contextlib
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from engine.events import (
     AccountUpdated,
@@ -55,6 +55,14 @@ SEEN_KEPT = 5000  # execIds and order states remembered against duplicates
 PASS_SPACING_SEC = 0.25  # between a push-triggered pass and the one more after it
 CANDLES_KEPT = 1500  # closed 1m candles kept per symbol from the kline stream
 FILLED = {"Filled", "PartiallyFilledCanceled"}
+
+
+class LivePicture(NamedTuple):
+    """What the streams say now (LiveMarks.picture)."""
+
+    tickers: dict[str, Ticker]
+    positions: list[VenuePosition]
+    balance: Balance
 
 
 class MarksHost(Protocol):
@@ -105,6 +113,7 @@ class LiveMarks(StreamSink):
         self._tickers: dict[str, Ticker] = {}
         self._market: MarketUpdated | None = None
         self._account: AccountUpdated | None = None
+        self._balance: Balance | None = None  # the newest seen: the engine's reads, the wallet stream's pushes
         self._dirty = False
         self._sent_pos: object = None
         self._sent_mkt: object = None
@@ -187,6 +196,20 @@ class LiveMarks(StreamSink):
         if self.streams is not None:
             await asyncio.to_thread(self.streams.stop)
 
+    def picture(self, symbols: list[str]) -> LivePicture | None:
+        """The account and prices as Bybit's streams keep them, for a check that should not
+        wait on REST round trips (an operator's approval: three of them, 100 ms and more
+        over the internet, while the price moves). None unless the public and the private
+        streams are both live (every change is pushed within moments), the positions are
+        known (seeded by the engine's REST reads, kept by the position stream), a balance
+        was seen and every symbol has a pushed price: then the venue is asked, as before."""
+        if not (self.push and self.streams is not None and self.streams.private and self.status == LIVE):
+            return None
+        with self._lock:
+            if not self._known or self._balance is None or any(s not in self._tickers for s in symbols):
+                return None
+            return LivePicture({s: self._tickers[s] for s in symbols}, list(self._positions.values()), self._balance)
+
     # --- what the engine says ------------------------------------------------------------
 
     def _observe(self, event: BaseEvent) -> None:
@@ -215,6 +238,7 @@ class LiveMarks(StreamSink):
                     self._market = self._market.model_copy(update={"blocks": event.blocks})
             elif isinstance(event, AccountUpdated):
                 self._account = event
+                self._balance = event.balance
 
     # --- the pump: status, polling ------------------------------------------------------
 
@@ -353,6 +377,8 @@ class LiveMarks(StreamSink):
             self._want_pass(f"order stream: {venue[0].symbol} {venue[0].create_type} {venue[0].status}")
 
     def on_wallet(self, balance: Balance) -> None:
+        with self._lock:
+            self._balance = balance
         loop, account = self._loop, self._account
         if loop is None or account is None or self._stopped:
             return

@@ -504,6 +504,7 @@ class MarketSnapshot(Model):
     metas: list[PositionMeta] = []
     cooldowns: list[Cooldown] = []
     recent_trades: list[Trade] = []
+    streamed: bool = False  # the prices and the account from the live streams, not a REST read
 
 
 # --- the paper venue's account (kept in the state store so it survives restarts) ----------
