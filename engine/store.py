@@ -227,7 +227,13 @@ def _with_log(data: dict[str, dict[str, dict[str, Any]]] | None,
     for seq, table, doc_id, doc in statelog.read(log_path, LOGGED_TABLES):
         if seq > mark:
             _parse(log_path, table, HOT_TABLES[table], doc_id, doc)
-            data.setdefault(table, {})[doc_id] = doc
+            docs = data.setdefault(table, {})
+            # By its key: where state.json was put back by hand, the line's id may be another record's.
+            key = HOT_TABLES[table].key
+            same = next((i for i, d in docs.items() if d.get(key) == doc.get(key)), None)
+            if same is None and doc_id in docs:
+                same = str(max(int(i) for i in docs) + 1)
+            docs[same or doc_id] = doc
     return data, max(seq, mark)
 
 

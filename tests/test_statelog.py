@@ -175,3 +175,22 @@ def test_a_throwaway_store_keeps_no_log(tmp_path: Path) -> None:
     assert not log_file(d).exists()
     with StateStore(d) as s:
         assert [i.intent_id for i in s.intents()] == ["o-1"]
+
+
+def test_a_line_replaces_its_own_record_even_where_state_json_was_put_back_by_hand(tmp_path: Path) -> None:
+    d = tmp_path / "state"
+    with StateStore(d) as s:
+        s.put_intent(intent("o-1"))
+        s.put_position(position())  # folded: o-1 is document 1
+        backup = state_file(d).read_bytes()
+        s.put_intent(intent("o-2", status=IntentStatus.EXECUTING))  # document 2, in the log
+        s.put_intent(intent("o-1", status=IntentStatus.FAILED))  # document 1, in the log
+        killed = snapshot(d, tmp_path / "killed")
+    # An operator puts back a state.json whose document 2 is another intent.
+    doc = json.loads(backup)
+    doc["intents"]["2"] = {**doc["intents"]["1"], "intent_id": "o-9"}
+    del doc["log"]
+    state_file(killed).write_text(json.dumps(doc))
+    with StateStore(killed) as s:
+        assert {i.intent_id: i.status for i in s.intents()} == {
+            "o-1": IntentStatus.FAILED, "o-9": IntentStatus.PENDING, "o-2": IntentStatus.EXECUTING}
