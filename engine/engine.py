@@ -66,7 +66,7 @@ from engine.today import Today, next_day
 from engine.venues.base import AuthError, Venue, VenueError
 
 if TYPE_CHECKING:
-    from engine.marks import LiveMarks
+    from engine.marks import LiveMarks, LivePicture
 
 log = logging.getLogger(__name__)
 
@@ -464,10 +464,17 @@ class Engine:
 
     # --- the market -----------------------------------------------------------------
 
-    def _snapshot(self, symbols: list[str], live: bool = False) -> MarketSnapshot:
-        """The market and the account now, from the venue; live: from the live streams
-        where they keep it all (LiveMarks.picture), so no REST round trip is waited on."""
-        pic = self.marks.picture(symbols) if live and self.marks is not None else None
+    def _snapshot(self, symbols: list[str]) -> MarketSnapshot:
+        """The market and the account now, from the venue."""
+        return self._snapshot_of(symbols, None)
+
+    def _recheck_snapshot(self, symbols: list[str]) -> MarketSnapshot:
+        """For an approval's second look: from the live streams where they keep it all
+        (LiveMarks.picture), so no REST round trip is waited on; else from the venue."""
+        pic = self.marks.picture(symbols) if self.marks is not None else None
+        return self._snapshot(symbols) if pic is None else self._snapshot_of(symbols, pic)
+
+    def _snapshot_of(self, symbols: list[str], pic: LivePicture | None) -> MarketSnapshot:
         feats = self.market.features(symbols, self.clock.now(), tickers=pic.tickers if pic else None)
         return MarketSnapshot(
             ts=self.clock.now(),
@@ -735,7 +742,7 @@ class Engine:
         self.pending.remove(decision_id)
         # The guardrails are checked again now: the market and the account have moved.
         try:
-            snap = await self._io(self._snapshot, [d.symbol], True)
+            snap = await self._io(self._recheck_snapshot, [d.symbol])
         except VenueError as e:
             rec = p.record.model_copy(update={"status": DecisionStatus.FAILED, "message": f"{d.symbol} approve failed: {e}"})
             await self.decisions.record(rec, "error", update=True)
@@ -748,8 +755,9 @@ class Engine:
                                          "message": f"{d.symbol} {d.action.value} approved but BLOCKED now: {text}"})
             await self.decisions.record(rec, "warning", update=True)
             return CommandResult.refused(rec.message)
-        checked = "the live streams" if snap.streamed else "a fresh read of the venue"
-        self._log("info", f"{d.symbol} {d.action.value} approved by operator (checked again on {checked})", "APPROVED")
+        # Said when the second look was the streams' picture (a REST read of the venue is the rule).
+        streamed = " (checked again on the live streams)" if snap.streamed else ""
+        self._log("info", f"{d.symbol} {d.action.value} approved by operator{streamed}", "APPROVED")
         status, message, intent_id = await self._execute(rec, update=True)
         if status == "FAILED":
             return CommandResult.failed(message, intent_id)
