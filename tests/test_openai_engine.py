@@ -171,7 +171,8 @@ async def test_a_refused_key_degrades_the_engine_and_the_key_is_nowhere(fake, tm
         assert any("TRADING STOPPED" in line for line in rig.lines("DEGRADED"))
 
         seen = "\n".join(to_json(e) for e in rig.events)
-        files = "\n".join(p.read_text() for p in rig.store.state_dir.rglob("*.json*"))  # state.json and the history logs
+        # Every state file: state.json, state.log, the history logs, the lock.
+        files = "\n".join(p.read_text() for p in rig.store.state_dir.rglob("*") if p.is_file())
         for text in (seen, files, repr(rig.engine.decider)):
             assert KEY not in text and "QZXW" not in text
         assert "Incorrect API key provided" in seen  # the server's words, masked
