@@ -15,6 +15,7 @@ keep the same time as the market they trade.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import threading
@@ -86,6 +87,11 @@ EXITS_FIRST, CYCLE, HOUSEKEEPING = 0, 5, 10
 # monitor pass) beyond one venue request timeout: the venue gives up its back-offs and
 # look-up loops at once, so what is left is at most one request.
 STOP_GRACE_SEC = 3.0
+
+# An AUTO entry decided on a market older than this (market seconds: the decider took its
+# time, as a model does) is reviewed again on the market now before it is sent (_repriced).
+# The rule decider answers in a millisecond, and a replay's clock stands still while it decides.
+REPRICE_AFTER_SEC = 1.0
 
 
 class _DropCancelled(logging.Filter):
@@ -586,8 +592,10 @@ class Engine:
                 ctx = self._context(snap)
                 for decision in result.decisions:
                     review = guardrails.review(decision, ctx, self.settings)
-                    await self._dispose(decision, review, self._audit_for(decision.symbol, result.audit),
-                                        snap.symbols.get(decision.symbol))
+                    inputs = snap.symbols.get(decision.symbol)
+                    if self.mode == "auto" and review.actionable and review.order is not None:
+                        review, inputs = await self._repriced(decision, review, ctx, inputs, snap.ts)
+                    await self._dispose(decision, review, self._audit_for(decision.symbol, result.audit), inputs)
                     if review.actionable and review.order is not None:
                         # What this cycle already opened counts against the next decisions.
                         ctx = self._context(await self._io(self._refresh, snap))
@@ -595,6 +603,33 @@ class Engine:
                 f"{i.symbol or 'all'} {i.code}" for i in result.invalid
             ]
             self._log("info", f"decision cycle ({self.decider.name}): {' · '.join(said) or 'no decisions'}", "CYCLE")
+
+    async def _repriced(self, decision: Decision, review: Review, ctx: guardrails.ReviewContext,
+                        inputs: SymbolFeatures | None, asked_at: float) -> tuple[Review, SymbolFeatures | None]:
+        """An AUTO entry whose market is older than REPRICE_AFTER_SEC (the model took its
+        time) is reviewed again on the symbol's market now, before it is sent: sized, and its
+        TP and SL set, from the price it will fill near, not the one the model was shown
+        (with them computed from a price seconds old, a move meanwhile shifts the bracket
+        by as much); what the move makes unsafe is blocked. The prices come from the live
+        streams when they keep them, else from the venue; if the symbol's market cannot be
+        read, nothing is sent."""
+        now = self.clock.now()
+        if now - asked_at < REPRICE_AFTER_SEC:
+            return review, inputs
+        sym = decision.symbol
+        pic = self.marks.picture([sym]) if self.marks is not None else None
+        try:
+            fresh = await self._io(self.market.features, [sym], now, pic.tickers if pic else None)
+        except VenueError:
+            fresh = {}
+        feats = fresh.get(sym)
+        if feats is None:
+            return guardrails.no_market_data(decision, f"{sym}: its market could not be read when it was to be sent"), inputs
+        was = inputs.price if inputs is not None else 0.0
+        self._log("info", f"{sym} {decision.action.value} reviewed again on the market now (the model saw it "
+                  f"{now - asked_at:.1f} s ago): price {was:g} → {feats.price:g}", "REPRICED")
+        ctx = dataclasses.replace(ctx, now=now, features={**ctx.features, sym: feats})
+        return guardrails.review(decision, ctx, self.settings), feats
 
     async def _record_invalid(self, inv: InvalidDecision, audit: dict[str, object], snap: MarketSnapshot) -> None:
         """Keep an unusable answer on the record (as a HOLD that was never traded)."""

@@ -52,6 +52,7 @@ QTY_TOO_SMALL = "QTY_TOO_SMALL"
 PAUSED = "PAUSED"
 BAD_PRICE = "BAD_PRICE"
 ORDER_IN_FLIGHT = "ORDER_IN_FLIGHT"
+NO_MARKET_DATA = "NO_MARKET_DATA"
 DAILY_LOSS_LIMIT = risk.DAILY_LOSS_LIMIT
 MAX_DRAWDOWN = risk.MAX_DRAWDOWN
 MAX_TRADES_PER_DAY = risk.MAX_TRADES_PER_DAY
@@ -229,6 +230,11 @@ def entry_blocks(symbol: str, ctx: ReviewContext, s: Settings) -> list[EntryBloc
         for b in _entry_checks(symbol, side, feats, ctx, s):  # type: ignore[arg-type]
             seen.setdefault((b.code, b.text), b)
     return list(seen.values())
+
+
+def no_market_data(decision: Decision, why: str) -> Review:
+    """Blocked: the symbol's market could not be read when the decision was to be sent."""
+    return _blocked(decision, [NO_MARKET_DATA], [why])
 
 
 def _blocked(decision: Decision, reasons: list[str], detail: list[str]) -> Review:
