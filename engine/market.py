@@ -12,6 +12,7 @@ the candles seen rather than re-seeded on a sliding window.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
@@ -292,6 +293,9 @@ class Markets:
         self.say = say  # (level, message, code)
         self.symbols: dict[str, SymbolMarket] = {}
         self._failed: set[str] = set()
+        # A cycle and an approval (or an AUTO entry's second look) may read the market from
+        # two worker threads at once: a closed candle must be folded into the indicators once.
+        self._lock = threading.Lock()
         # Closed 1m candles a stream brought (engine.marks), when it has them: (symbol, after) -> candles.
         self.pushed: Callable[[str, float], list[Kline] | None] | None = None
 
@@ -312,7 +316,8 @@ class Markets:
             if ticker is None:
                 continue
             try:
-                m = self._market(sym, now)
+                with self._lock:
+                    m = self._market(sym, now)
             except VenueError as e:
                 if isinstance(e, AuthError):
                     raise
