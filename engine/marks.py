@@ -114,6 +114,9 @@ class LiveMarks(StreamSink):
         self._market: MarketUpdated | None = None
         self._account: AccountUpdated | None = None
         self._balance: Balance | None = None  # the newest seen: the engine's reads, the wallet stream's pushes
+        # What the engine has not read over REST since the private stream came (back) up: what
+        # changed while it was down was never pushed, so the picture waits for the resync pass.
+        self._unsynced: set[str] = set()
         self._dirty = False
         self._sent_pos: object = None
         self._sent_mkt: object = None
@@ -202,11 +205,13 @@ class LiveMarks(StreamSink):
         over the internet, while the price moves). None unless the public and the private
         streams are both live (every change is pushed within moments), the positions are
         known (seeded by the engine's REST reads, kept by the position stream), a balance
-        was seen and every symbol has a pushed price: then the venue is asked, as before."""
+        was seen, the pass that reconciles after the private stream came (back) up has read
+        both, and every symbol has a pushed price: else the venue is asked, as before."""
         if not (self.push and self.streams is not None and self.streams.private and self.status == LIVE):
             return None
         with self._lock:
-            if not self._known or self._balance is None or any(s not in self._tickers for s in symbols):
+            if (not self._known or self._balance is None or self._unsynced
+                    or any(s not in self._tickers for s in symbols)):
                 return None
             return LivePicture({s: self._tickers[s] for s in symbols}, list(self._positions.values()), self._balance)
 
@@ -222,6 +227,7 @@ class LiveMarks(StreamSink):
                 self._metas = {m.symbol: m for m in event.metas}
                 self._closing = list(event.closing)
                 self._known = True
+                self._unsynced.discard("positions")
                 self._sent_pos = _pos_key(event.positions)
             elif isinstance(event, PositionOpened):
                 self._metas[event.meta.symbol] = event.meta
@@ -239,6 +245,7 @@ class LiveMarks(StreamSink):
             elif isinstance(event, AccountUpdated):
                 self._account = event
                 self._balance = event.balance
+                self._unsynced.discard("account")
 
     # --- the pump: status, polling ------------------------------------------------------
 
@@ -389,6 +396,8 @@ class LiveMarks(StreamSink):
         self._poke()
 
     def on_resync(self) -> None:
+        with self._lock:
+            self._unsynced = {"positions", "account"}  # until the pass below has read them
         self._want_pass("private stream up: reconcile what happened while it was down")
 
     def _first(self, key: str) -> bool:

@@ -111,3 +111,23 @@ async def test_without_the_private_stream_an_approval_reads_the_venue(srv, ws, t
     finally:
         await stop(rig)
         await asyncio.sleep(0)
+
+
+async def test_after_the_private_stream_comes_back_an_approval_reads_the_venue_until_the_resync_pass(srv, ws, tmp_path):
+    """What changed while the private stream was down was never pushed: until the pass that
+    reconciles has read the positions and the wallet, the picture is not trusted."""
+    rig = stream_rig(srv, ws, tmp_path)
+    try:
+        marks = await started(rig)
+        assert marks.picture(["BTCUSDT"]) is not None
+        async with rig.engine._monitor_lock:  # the reconciling pass cannot run yet
+            marks.on_resync()  # the private stream is up again
+            assert marks.picture(["BTCUSDT"]) is None
+            decision_id = pending(rig)
+            t0 = time.perf_counter()
+            answer = await rig.engine.approve(decision_id)
+            assert answer.ok, answer
+            assert {"/v5/account/wallet-balance", "/v5/position/list"} <= set(reads_before_the_create(srv, t0))
+        await until(lambda: marks.picture(["BTCUSDT"]) is not None, what="the resync pass to read the account")
+    finally:
+        await stop(rig)
