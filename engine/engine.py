@@ -434,9 +434,12 @@ class Engine:
 
     # --- jobs -------------------------------------------------------------------
 
-    async def run_monitor(self) -> None:
-        """A monitor pass; never two at once (a time exit due during a pass waits for it)."""
+    async def run_monitor(self, began: Callable[[], None] | None = None) -> None:
+        """A monitor pass; never two at once (a time exit due during a pass waits for it).
+        began: called once the pass has the lock, before it reads the venue."""
         async with self._monitor_lock:
+            if began is not None:
+                began()
             await self._guard(self.monitor.run_once)
             self._arm_exits()
             await self.publish_account()

@@ -82,7 +82,7 @@ class MarksHost(Protocol):
 
     def log_line(self, level: str, message: str, code: str = "") -> None: ...
 
-    async def run_monitor(self) -> None: ...
+    async def run_monitor(self, began: Any = None) -> None: ...
 
     def _publish_state(self) -> None: ...
 
@@ -117,6 +117,8 @@ class LiveMarks(StreamSink):
         # What the engine has not read over REST since the private stream came (back) up: what
         # changed while it was down was never pushed, so the picture waits for the resync pass.
         self._unsynced: set[str] = set()
+        self._resyncs = 0  # times the private stream came (back) up
+        self._pass_gen = 0  # _resyncs when the newest monitor pass of ours began
         self._dirty = False
         self._sent_pos: object = None
         self._sent_mkt: object = None
@@ -227,7 +229,8 @@ class LiveMarks(StreamSink):
                 self._metas = {m.symbol: m for m in event.metas}
                 self._closing = list(event.closing)
                 self._known = True
-                self._unsynced.discard("positions")
+                if self._pass_gen == self._resyncs:  # read by a pass begun after the stream came up
+                    self._unsynced.discard("positions")
                 self._sent_pos = _pos_key(event.positions)
             elif isinstance(event, PositionOpened):
                 self._metas[event.meta.symbol] = event.meta
@@ -245,7 +248,8 @@ class LiveMarks(StreamSink):
             elif isinstance(event, AccountUpdated):
                 self._account = event
                 self._balance = event.balance
-                self._unsynced.discard("account")
+                if self._pass_gen == self._resyncs:
+                    self._unsynced.discard("account")
 
     # --- the pump: status, polling ------------------------------------------------------
 
@@ -397,7 +401,8 @@ class LiveMarks(StreamSink):
 
     def on_resync(self) -> None:
         with self._lock:
-            self._unsynced = {"positions", "account"}  # until the pass below has read them
+            self._unsynced = {"positions", "account"}  # until a pass begun after this has read them
+            self._resyncs += 1
         self._want_pass("private stream up: reconcile what happened while it was down")
 
     def _first(self, key: str) -> bool:
@@ -437,10 +442,16 @@ class LiveMarks(StreamSink):
         while True:
             self._again = False
             self.passes += 1
-            await self.host.run_monitor()
+            await self.host.run_monitor(began=self._pass_began)
             if not self._again or self._stopped or self.host.stopping:
                 return
             await asyncio.sleep(PASS_SPACING_SEC)
+
+    def _pass_began(self) -> None:
+        """Our pass holds the monitor lock and is about to read the venue: what it publishes
+        was read after every resync said so far (a pass that held the lock before it was not)."""
+        with self._lock:
+            self._pass_gen = self._resyncs
 
     # --- publishing ----------------------------------------------------------------------------
 
