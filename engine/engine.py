@@ -480,8 +480,12 @@ class Engine:
     def _recheck_snapshot(self, symbols: list[str]) -> MarketSnapshot:
         """For an approval's second look: from the live streams where they keep it all
         (LiveMarks.picture), so no REST round trip is waited on; else from the venue."""
-        pic = self.marks.picture(symbols) if self.marks is not None else None
+        pic = self._picture(symbols)
         return self._snapshot(symbols) if pic is None else self._snapshot_of(symbols, pic)
+
+    def _picture(self, symbols: list[str]) -> LivePicture | None:
+        """What the live streams keep for these symbols, when they keep it all (else None)."""
+        return self.marks.picture(symbols) if self.marks is not None else None
 
     def _snapshot_of(self, symbols: list[str], pic: LivePicture | None) -> MarketSnapshot:
         feats = self.market.features(symbols, self.clock.now(), tickers=pic.tickers if pic else None)
@@ -620,7 +624,7 @@ class Engine:
         if now - asked_at < REPRICE_AFTER_SEC:
             return review, inputs
         sym = decision.symbol
-        pic = self.marks.picture([sym]) if self.marks is not None else None
+        pic = self._picture([sym])
         try:
             fresh = await self._io(self.market.features, [sym], now, pic.tickers if pic else None)
         except VenueError:
