@@ -4,6 +4,7 @@ review()), the engine's events that carry it, the panel fed by them, and number 
 from __future__ import annotations
 
 import pytest
+from textual.geometry import Region
 
 import app.console as console
 from app.console import ScalpDeskApp
@@ -229,6 +230,73 @@ async def test_history_fills_the_latest_decisions_after_a_restart(rig):
         await rig.engine.run_decision_cycle()  # no decision for SOL this time: the one on file shows
         await settle(pilot)
         assert app.market.table.get_cell("SOLUSDT", "decision").plain == "HOLD RSI(1m) 81: overbought"
+
+
+async def test_a_new_title_repaints_the_title_line_only(rig, monkeypatch):
+    """The market watch's title carries the time of its prices, which change every second:
+    Textual's own setter repainted the whole panel for it (every row of the table rendered
+    and written to the terminal again). Now only the top border line is."""
+    from widgets.titles import set_border_title
+
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        await hold_cycle(pilot, rig)
+        monkeypatch.setattr(console, "TICK_SEC", 3600.0)  # nothing else repaints meanwhile
+        await pilot.pause()
+        panel = app.market
+        painted: list[int] = []  # the screen lines sent to the terminal
+        real = type(app)._display
+
+        def display(self, screen, update):
+            painted.extend(y for y, _, _ in getattr(update, "spans", []))
+            return real(self, screen, update)
+
+        monkeypatch.setattr(type(app), "_display", display)
+        set_border_title(panel, "Market · 12:34:56 UTC")
+        await pilot.pause()
+        top_y = panel.region.y  # the panel's top border line, on screen
+        assert set(painted) == {top_y}
+        [top] = panel.render_lines(Region(0, 0, panel.outer_size.width, 1))
+        assert "Market · 12:34:56 UTC" in top.text  # and the line shows the new title
+        painted.clear()
+        panel.border_title = "Market · 12:34:57 UTC"  # Textual's own setter, for contrast
+        await pilot.pause()
+        assert set(painted) == set(range(top_y, top_y + panel.outer_size.height))
+
+
+async def test_a_countdown_in_the_detail_does_not_lay_out_the_screen(rig, monkeypatch):
+    """The line under the table counts a cooldown down every second. It is laid out again
+    (the whole screen's layout, then the panel repainted) only when its wrapped height
+    changes, not whenever a line of it is longer than the width (a long reason)."""
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        rig.decider.push(decision("BTCUSDT", cooldown_sec=300, rationale="a long reason " * 12))
+        await rig.engine.run_decision_cycle()
+        await rig.engine.approve(next(iter(rig.engine.pending)))
+        await rig.engine.force_close("BTCUSDT")
+        await settle(pilot)
+        assert app.market.table.cursor_key == "BTCUSDT"
+        detail = app.market._detail
+        rig.clock.advance(1)  # a tick: painted once at its width (it had none while hidden)
+        await pilot.pause(console.TICK_SEC * 2.5)
+        assert len(detail.content.splitlines()[0]) > detail.content_region.width  # the reason wraps
+        layouts = []  # the layouts the detail asks for (other widgets may ask for theirs meanwhile)
+        real = detail.refresh
+        monkeypatch.setattr(detail, "refresh", lambda *a, layout=False, **k: (layout and layouts.append(1), real(*a, layout=layout, **k))[1])
+        before = detail.content
+        rig.clock.advance(6)
+        await pilot.pause(console.TICK_SEC * 2.5)
+        assert detail.content != before and "04:53 left" in detail.content  # it ticked
+        assert layouts == []
+        height = detail.outer_size.height
+        rig.decider.push(decision("BTCUSDT", Action.HOLD, confidence=0.3, rationale="a longer reason " * 30))
+        rig.clock.advance(400)
+        await rig.engine.run_decision_cycle()
+        await settle(pilot)
+        assert layouts  # three lines now: laid out again
+        assert detail.outer_size.height > height
 
 
 # --- formats ---------------------------------------------------------------------------------

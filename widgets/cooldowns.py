@@ -8,6 +8,7 @@ from textual.widgets import Label
 
 from engine.models import Cooldown
 from widgets import format as fmt
+from widgets.titles import set_border_title
 from widgets.table import KeyedTable
 
 
@@ -71,6 +72,5 @@ class CooldownsPanel(Vertical):
     def _counted(self) -> None:
         n = len(self.cooldowns)
         title = f"Cooldowns ({n})" if n else "Cooldowns"
-        if self.border_title != title:
-            self.border_title = title
+        set_border_title(self, title)
         self.set_class(n == 0, "-empty")

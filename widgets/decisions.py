@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Label
 
 from engine.models import Action, DecisionRecord
 from widgets import format as fmt
+from widgets.titles import set_border_title
 from widgets.table import KeyedTable, Stamp
 
 HISTORY_ROWS = 200
@@ -213,8 +214,7 @@ class DecisionsPanel(Vertical):
     def _counted(self) -> None:
         n = len(self.expires)
         title = f"Decisions · {n} pending" if n else "Decisions"
-        if self.border_title != title:
-            self.border_title = title
+        set_border_title(self, title)
         if self.has_class("-pending") != (n > 0) or self.has_class("-none-pending") != (n == 0):
             self.set_class(n == 0, "-none-pending")
             self.set_class(n > 0, "-pending")

@@ -12,11 +12,13 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 from textual.containers import Vertical
+from textual.content import Content
 from textual.renderables.sparkline import Sparkline
 from textual.widgets import DataTable, Label, Static
 
 from engine.models import DecisionRecord, EntryBlock, SymbolFeatures
 from widgets import format as fmt
+from widgets.titles import set_border_title
 from widgets.table import KeyedTable
 
 SPARK_WIDTH = 14
@@ -72,6 +74,7 @@ class MarketPanel(Vertical):
         self.as_of: float | None = None
         self.now = 0.0
         self._sparks: dict[tuple[float, ...], Text] = {}  # closes -> the sparkline drawn of them
+        self._detail_shape: tuple[int, int] | None = None  # (width, lines) of the detail as laid out
 
     def compose(self):
         self._table = MarketTable(id="market-table")
@@ -154,8 +157,7 @@ class MarketPanel(Vertical):
         title = "Market"
         if self.as_of is not None:
             title = f"Market · {fmt.clock(self.as_of)} UTC"
-        if self.border_title != title:
-            self.border_title = title
+        set_border_title(self, title)
         self.set_class(not self.features, "-empty")
 
     def active_blocks(self, sym: str) -> list[EntryBlock]:
@@ -243,14 +245,16 @@ class MarketPanel(Vertical):
     def _show_detail(self) -> None:
         sym = self.table.cursor_key
         text = self.detail_text(sym) if sym is not None else ""
-        old = self._detail.content
-        if old != text:
-            # Its height follows its lines (height: auto): lay the screen out only when that
-            # can change, not for a countdown ticking inside it every second.
-            width = self._detail.content_region.width
-            same_height = (isinstance(old, str) and old.count("\n") == text.count("\n")
-                           and all(len(line) <= width for line in text.splitlines()))
-            self._detail.update(text, layout=not same_height)
+        if self._detail.content == text:
+            return
+        # Its height follows its wrapped lines (height: auto): lay the screen out only when
+        # that height changes, not for a countdown ticking inside it every second. (Counting
+        # newlines was not enough: a reason longer than the width wraps, and any such line
+        # asked for a layout at every tick.)
+        width = self._detail.content_region.width
+        shape = (width, Content(text).get_height(self._detail.styles, width)) if width else None
+        self._detail.update(text, layout=shape is None or shape != self._detail_shape)
+        self._detail_shape = shape
 
     def detail_text(self, sym: str) -> str:
         """The cursor row's decision and entry blocks in full, two lines or three."""

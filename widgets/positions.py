@@ -17,6 +17,7 @@ from textual.widgets import Label
 
 from engine.models import PositionMeta, VenuePosition
 from widgets import format as fmt
+from widgets.titles import set_border_title
 from widgets.table import KeyedTable
 
 URGENT_SEC = 60  # the countdown changes colour in the last minute
@@ -186,8 +187,7 @@ class PositionsPanel(Vertical):
     def _counted(self) -> None:
         n = len(self.positions)
         title = f"Positions ({n})" if n else "Positions"
-        if self.border_title != title:
-            self.border_title = title
+        set_border_title(self, title)
         self.set_class(n == 0, "-empty")
 
     def _exit_cell(self, sym: str) -> Text:
