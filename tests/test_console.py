@@ -551,6 +551,36 @@ async def test_a_growing_log_scrolls_to_its_newest_line_without_laying_out_the_s
         assert layouts == []
 
 
+async def test_a_flush_of_the_log_repaints_its_lines_not_its_border(rig, monkeypatch):
+    """Each write sets the log's height, and RichLog repaints the whole widget for it: the
+    border and its title were written to the terminal again at every flush."""
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        monkeypatch.setattr(console, "TICK_SEC", 3600.0)  # the test flushes
+        panel = app.log_panel
+        for i in range(60):  # more than it shows
+            panel.add(LogEvent(ts=rig.clock.now(), level="info", message=f"line {i}"))
+        panel.flush()
+        await pilot.pause()
+        painted: list[int] = []  # the screen lines sent to the terminal
+        real = type(app)._display
+
+        def display(self, screen, update):
+            painted.extend(y for y, _, _ in getattr(update, "spans", []))
+            return real(self, screen, update)
+
+        monkeypatch.setattr(type(app), "_display", display)
+        for i in range(3):
+            panel.add(LogEvent(ts=rig.clock.now(), level="info", message=f"more {i}"))
+        panel.flush()
+        await pilot.pause()
+        top, content = panel.region, panel.content_region
+        assert set(painted) == set(range(content.y, content.bottom))  # every line of it, and only those
+        assert top.y < content.y and top.bottom > content.bottom  # (it has a border, above and below)
+        assert panel.plain_lines[-1].endswith("more 2") and panel.is_vertical_scroll_end
+
+
 async def test_marks_paint_the_positions_once_a_tick_and_a_close_is_never_undone(rig, monkeypatch):
     from app.messages import EngineEvent
     from engine.events import PositionClosed, PositionsUpdated

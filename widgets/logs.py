@@ -48,6 +48,7 @@ class LogPanel(RichLog):
         self.history: deque[tuple[Text, Text]] = deque(maxlen=max_lines)
         self._width = 0
         self._unwritten = 0  # lines in history not yet on screen (see flush)
+        self._flushing = False
 
     def on_mount(self) -> None:
         self.border_title = "Log"
@@ -101,10 +102,22 @@ class LogPanel(RichLog):
         # One write of all of them (each already wrapped to the width): one render, one
         # new height, one trim of the bounded lines, where a write per line did each five times.
         lines = [self._wrapped(head, body) for head, body in list(self.history)[-self._unwritten:]]
-        self.write(Text("\n", end="").join(lines), width=self._width, scroll_end=False)
+        self._flushing = True
+        try:
+            self.write(Text("\n", end="").join(lines), width=self._width, scroll_end=False)
+        finally:
+            self._flushing = False
         self._unwritten = 0
         if self.auto_scroll:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def refresh(self, *regions, repaint: bool = True, layout: bool = False, recompose: bool = False):
+        # A full log drops its oldest lines at every write, and RichLog then repaints the
+        # whole widget: its border and title too, two lines of the ten written at each
+        # flush. The lines moved; the border did not.
+        if self._flushing and not regions and not layout and not recompose:
+            regions = (self.size.region,)
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     @property
     def plain_lines(self) -> list[str]:
