@@ -242,9 +242,9 @@ class PositionsPanel(Vertical):
             cells = {col: self._text(v, style, right=col in right) for col, (v, style) in specs.items()}
             cells["exit"] = self._exit_cell(sym)
             self.table.set_row(sym, cells)
-        else:
-            for col, spec in specs.items():
-                if shown.get(col) != spec:
-                    self.table.set_cell(sym, col, self._text(spec[0], spec[1], right=col in right))
-            self.table.set_cell(sym, "exit", self._exit_cell(sym))
+        else:  # the cells that changed, repainted together (KeyedTable._repaint)
+            cells = {col: self._text(v, style, right=col in right)
+                     for col, (v, style) in specs.items() if shown.get(col) != (v, style)}
+            cells["exit"] = self._exit_cell(sym)
+            self.table.set_row(sym, cells)
         self._specs[sym] = specs

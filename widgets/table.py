@@ -17,6 +17,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.coordinate import Coordinate
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
@@ -108,28 +109,42 @@ class KeyedTable(DataTable):
             for col, text in cells.items():
                 self._shown[(key, col)] = _sig(text)
             return True
-        for col, text in cells.items():
-            self.set_cell(key, col, text)
+        changed = [col for col, text in cells.items() if self._write(key, col, text)]
+        self._repaint(key, changed)
         return False
 
     def set_cell(self, key: str, col: str, text: Text) -> None:
+        if self._write(key, col, text):
+            self._repaint(key, [col])
+
+    def _write(self, key: str, col: str, text: Text) -> bool:
+        """Keep the cell's new text; True if it changed and its cell is to be repainted."""
         sig = _sig(text)
         if self._shown.get((key, col)) == sig:
-            return  # nothing changed: no repaint
+            return False  # nothing changed: no repaint
         self._shown[(key, col)] = sig
         row_key, column_key = RowKey(key), ColumnKey(col)
         column = self.columns[column_key]
         if column.auto_width and text.cell_len > column.content_width:
             self.update_cell(key, col, text, update_width=True)  # the column grows: repaint it all
-            return
+            return False
         # What update_cell does, but repainting only this cell, and only if it is in view:
         # a hundred countdowns ticking must not repaint the table every second (over SSH
         # every repaint is bytes). Relies on DataTable internals of the pinned Textual.
         self._data[row_key][column_key] = text
         self._stale.add((row_key, column_key))
-        row = self._index_in_view(row_key)
-        if row is not None:
-            self.refresh_coordinate(Coordinate(row, self._column_locations.get(column_key)))
+        return True
+
+    def _repaint(self, key: str, cols: list[str]) -> None:
+        """Repaint a row's changed cells, if the row is in view: one region from the first
+        to the last of them. Textual writes each dirty span of a line from the start of the
+        segment it begins in, which in a table row is often the row's start: a region per
+        cell wrote most of a row twice when its price and its changes moved together."""
+        row = self._index_in_view(RowKey(key)) if cols else None
+        if row is None:
+            return
+        regions = [self._get_cell_region(Coordinate(row, self._column_locations.get(ColumnKey(col)))) for col in cols]
+        self._refresh_region(Region.from_union(regions))
 
     def in_view(self, key: str) -> bool:
         """True if the row is on screen (or just above it: the bound is generous)."""
