@@ -6,6 +6,7 @@ so a ticking clock repaints eight cells, not the bar.
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import var
@@ -146,25 +147,32 @@ class StatusBar(Vertical):
     def watch_clock(self) -> None:
         self._label("clock").update(self.clock, layout=False)  # fixed width in the CSS
 
+    def _value(self, name: str, text: str) -> Label:
+        """Write a value whose label is as wide as its text: the screen is laid out again only
+        when that width changes (the marks move equity and available every second)."""
+        label = self._label(name)
+        old = label.content
+        label.update(text, layout=not isinstance(old, str) or cell_len(old) != cell_len(text))
+        return label
+
     def watch_equity(self) -> None:
-        self._label("equity").update(fmt.money(self.equity))
+        self._value("equity", fmt.money(self.equity))
 
     def watch_available(self) -> None:
-        self._label("avail").update(fmt.money(self.available))
+        self._value("avail", fmt.money(self.available))
 
     def watch_trades(self) -> None:
         self.watch_realised()
 
     def watch_realised(self) -> None:
-        label = self._label("pnl")
         trades = f", {self.trades:,} trade{'' if self.trades == 1 else 's'}" if self.trades else ""
-        label.update(fmt.money(self.realised, signed=True) + trades)
+        label = self._value("pnl", fmt.money(self.realised, signed=True) + trades)
         value = self.realised or 0.0
         label.set_class(value > 0, "-profit")
         label.set_class(value < 0, "-loss")
 
     def watch_positions(self) -> None:
-        self._label("positions").update(str(self.positions))
+        self._value("positions", str(self.positions))
 
     def watch_next_cycle(self) -> None:
         self._label("next").update(self.next_cycle, layout=False)  # fixed width in the CSS
