@@ -15,6 +15,7 @@ from app.console import ScalpDeskApp, find_styles
 from app.screens import ChoiceScreen, ConfirmScreen, DecisionScreen, HelpScreen
 from engine.events import LogEvent, UsageUpdated
 from engine.models import Action, CloseReason
+from tests.painted import lines_of, sent_spans
 from tests.rig import plan
 from tests.test_console_scenes import decision, live_rig, make_app, rig, scene_rig, settle, started, wait  # noqa: F401 (fixtures)
 
@@ -563,20 +564,15 @@ async def test_a_flush_of_the_log_repaints_its_lines_not_its_border(rig, monkeyp
             panel.add(LogEvent(ts=rig.clock.now(), level="info", message=f"line {i}"))
         panel.flush()
         await pilot.pause()
-        painted: list[int] = []  # the screen lines sent to the terminal
-        real = type(app)._display
 
-        def display(self, screen, update):
-            painted.extend(y for y, _, _ in getattr(update, "spans", []))
-            return real(self, screen, update)
+        def more() -> None:
+            for i in range(3):
+                panel.add(LogEvent(ts=rig.clock.now(), level="info", message=f"more {i}"))
+            panel.flush()
 
-        monkeypatch.setattr(type(app), "_display", display)
-        for i in range(3):
-            panel.add(LogEvent(ts=rig.clock.now(), level="info", message=f"more {i}"))
-        panel.flush()
-        await pilot.pause()
+        painted = lines_of(await sent_spans(pilot, monkeypatch, more))
         top, content = panel.region, panel.content_region
-        assert set(painted) == set(range(content.y, content.bottom))  # every line of it, and only those
+        assert painted == set(range(content.y, content.bottom))  # every line of it, and only those
         assert top.y < content.y and top.bottom > content.bottom  # (it has a border, above and below)
         assert panel.plain_lines[-1].endswith("more 2") and panel.is_vertical_scroll_end
 

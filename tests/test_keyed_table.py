@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import App
 
+from tests.painted import sent_spans
 from widgets.table import KeyedTable
 
 
@@ -24,23 +25,6 @@ def row(last: str, change: str, note: str = "calm") -> dict[str, Text]:
             "note": Text(note)}
 
 
-async def spans_of(pilot, monkeypatch, change) -> list[tuple[int, int, int]]:
-    """The (line, x1, x2) spans the screen update after `change()` sends to the terminal."""
-    app = pilot.app
-    sent: list[tuple[int, int, int]] = []
-    real = type(app)._display
-
-    def display(self, screen, update):
-        sent.extend(getattr(update, "spans", []))
-        return real(self, screen, update)
-
-    monkeypatch.setattr(type(app), "_display", display)
-    change()
-    await pilot.pause()
-    monkeypatch.setattr(type(app), "_display", real)
-    return sent
-
-
 async def test_a_rows_changed_cells_are_sent_as_one_span(monkeypatch):
     """Textual writes each dirty span of a line from the start of the segment it begins in
     (often the row's start): a region per changed cell wrote most of a row twice, once per
@@ -51,15 +35,15 @@ async def test_a_rows_changed_cells_are_sent_as_one_span(monkeypatch):
         table.set_row("BTCUSDT", row("97,000.0", "+0.10%"))
         await pilot.pause()
         y = table.region.y + table.header_height  # the row's line on screen
-        sent = await spans_of(pilot, monkeypatch, lambda: table.set_row("BTCUSDT", row("97,001.5", "+0.12%")))
+        sent = await sent_spans(pilot, monkeypatch, lambda: table.set_row("BTCUSDT", row("97,001.5", "+0.12%")))
         [(_, x1, x2)] = [s for s in sent if s[0] == y]  # one span for the row's line
         assert x1 <= 11 and 37 <= x2 <= 45  # from the price to the change, not the note after it
         assert table.get_cell("BTCUSDT", "last").plain == "97,001.5"
         assert table.get_cell("BTCUSDT", "change").plain == "+0.12%"
         # nothing changed: nothing sent
-        sent = await spans_of(pilot, monkeypatch, lambda: table.set_row("BTCUSDT", row("97,001.5", "+0.12%")))
+        sent = await sent_spans(pilot, monkeypatch, lambda: table.set_row("BTCUSDT", row("97,001.5", "+0.12%")))
         assert [s for s in sent if s[0] == y] == []
         # one cell: its own span
-        sent = await spans_of(pilot, monkeypatch, lambda: table.set_cell("BTCUSDT", "note", Text("busy")))
+        sent = await sent_spans(pilot, monkeypatch, lambda: table.set_cell("BTCUSDT", "note", Text("busy")))
         [(_, x1, x2)] = [s for s in sent if s[0] == y]
         assert x1 >= 40

@@ -13,6 +13,7 @@ from engine.config import load_settings
 from engine.events import BlocksUpdated, MarketUpdated
 from engine.models import Action, Balance, Cooldown, Decision, DecisionRecord
 from tests.conftest import BALANCE, BTC, features
+from tests.painted import lines_of, sent_spans
 from tests.test_console_scenes import SYMBOLS, decision, hold_cycle, make_app, rig, settle, started  # noqa: F401 (fixture)
 from widgets import format as fmt
 
@@ -245,24 +246,14 @@ async def test_a_new_title_repaints_the_title_line_only(rig, monkeypatch):
         monkeypatch.setattr(console, "TICK_SEC", 3600.0)  # nothing else repaints meanwhile
         await pilot.pause()
         panel = app.market
-        painted: list[int] = []  # the screen lines sent to the terminal
-        real = type(app)._display
-
-        def display(self, screen, update):
-            painted.extend(y for y, _, _ in getattr(update, "spans", []))
-            return real(self, screen, update)
-
-        monkeypatch.setattr(type(app), "_display", display)
-        set_border_title(panel, "Market · 12:34:56 UTC")
-        await pilot.pause()
+        sent = await sent_spans(pilot, monkeypatch, lambda: set_border_title(panel, "Market · 12:34:56 UTC"))
         top_y = panel.region.y  # the panel's top border line, on screen
-        assert set(painted) == {top_y}
+        assert lines_of(sent) == {top_y}
         [top] = panel.render_lines(Region(0, 0, panel.outer_size.width, 1))
         assert "Market · 12:34:56 UTC" in top.text  # and the line shows the new title
-        painted.clear()
-        panel.border_title = "Market · 12:34:57 UTC"  # Textual's own setter, for contrast
-        await pilot.pause()
-        assert set(painted) == set(range(top_y, top_y + panel.outer_size.height))
+        # Textual's own setter, for contrast: every line of the panel
+        sent = await sent_spans(pilot, monkeypatch, lambda: setattr(panel, "border_title", "Market · 12:34:57 UTC"))
+        assert lines_of(sent) == set(range(top_y, top_y + panel.outer_size.height))
 
 
 async def test_a_countdown_in_the_detail_does_not_lay_out_the_screen(rig, monkeypatch):
