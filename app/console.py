@@ -22,13 +22,14 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
-from textual.screen import ModalScreen
+from textual.geometry import Size
+from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Tab, Tabs
+from textual.widgets import Tab, Tabs
 
 from app.client import EngineLink
 from app.messages import EngineEvent, LinkStatus
@@ -75,6 +76,7 @@ from engine.models import DecisionStatus
 from widgets import format as fmt
 from widgets.cooldowns import CooldownsPanel
 from widgets.decisions import DecisionsPanel, HistoryTable, PendingTable
+from widgets.footer import KeysFooter
 from widgets.journal import JournalTable
 from widgets.logs import LogPanel
 from widgets.market import MarketPanel
@@ -108,6 +110,33 @@ def _supersedes(new: MarketUpdated | BlocksUpdated, old: MarketUpdated | BlocksU
     return (isinstance(new, MarketUpdated) and isinstance(old, MarketUpdated)
             and new.features.keys() >= old.features.keys() and new.closes.keys() >= old.closes.keys()
             and new.blocks.keys() >= old.blocks.keys())
+
+
+def breakpoint_classes(size: Size, horizontal: list[tuple[int, str]],
+                       vertical: list[tuple[int, str]]) -> dict[str, bool]:
+    """The breakpoint classes a screen of this size has (as Screen._on_resize sets them):
+    in each direction, the class of the widest breakpoint the size reaches."""
+    classes: dict[str, bool] = {}
+    for extent, points in ((size.width, horizontal), (size.height, vertical)):
+        reached = [name for at, name in sorted(points, reverse=True) if extent >= at][:1]
+        classes.update({name: name in reached for _, name in points})
+    return classes
+
+
+class DeskScreen(Screen):
+    """The console's main screen. Textual restyles every node of a screen when it is
+    resumed; the first resume comes right after the panels were mounted and styled, and
+    restyled all of them again before the first frame (about 35 ms of the start here).
+    Later resumes (a dialog closed) restyle as Textual does."""
+
+    _first_resume = True
+
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Called before Screen's own handler (Textual dispatches along the MRO, the
+        # subclass first), which reads refresh_styles.
+        if self._first_resume:
+            self._first_resume = False
+            event.refresh_styles = False
 
 
 class ScalpDeskApp(App[int]):
@@ -168,7 +197,16 @@ class ScalpDeskApp(App[int]):
 
     # --- layout ----------------------------------------------------------------
 
+    def get_default_screen(self) -> Screen:
+        return DeskScreen(id="_default")
+
     def compose(self) -> ComposeResult:
+        # The screen's breakpoint classes before its panels are mounted: Textual sets them
+        # at the screen's first Resize, after every panel has been styled and laid out
+        # once, and every node was styled again and the screen drawn twice (about 60 ms of
+        # the start here). The first Resize then finds them set.
+        self.screen.update_classes(breakpoint_classes(self.size, self.HORIZONTAL_BREAKPOINTS,
+                                                      self.VERTICAL_BREAKPOINTS))
         # The app keeps its own references: App.query_one searches only the active
         # screen, and the timer and the engine's events update the panels while a
         # dialog is open on top of them.
@@ -195,7 +233,7 @@ class ScalpDeskApp(App[int]):
             yield self.cooldowns
             yield self.positions
             yield self.log_panel
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     @property
     def clock(self) -> Clock:
@@ -209,6 +247,13 @@ class ScalpDeskApp(App[int]):
         self.decisions.pending.focus()
         if self._notice:
             self.notify(self._notice, severity="warning", timeout=15)
+        # Attached after the first frame is on screen: the engine's picture (the replay)
+        # fills it. Attached at once, the replay's events were handled before the first
+        # refresh and held the frame back (by about 60 ms here), and the first frame
+        # had only part of the picture in it anyway.
+        self.call_after_refresh(self._start_link)
+
+    def _start_link(self) -> None:
         self.run_worker(self._attach(), name="engine-link", exit_on_error=False)
 
     async def _attach(self) -> None:

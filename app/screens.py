@@ -15,11 +15,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Label, Select, Static, Tab, Tabs
+from textual.widgets import Input, Label, Select, Static, Tab, Tabs
 
 from engine.models import DecisionRecord, SymbolFeatures, Trade
 from engine.report import DAY, Report, build_report, money, pct, write_csv
 from widgets import format as fmt
+from widgets.footer import KeysFooter
 from widgets.journal import ALL, JournalTable, day_of, matches
 from widgets.statistics import StatisticsView
 
@@ -463,7 +464,7 @@ class JournalScreen(ModalScreen[None]):
             yield self.table
             yield Label("No closed trade matches.", id="journal-empty", classes="empty")
             yield Static("", id="journal-summary", markup=False)
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.table.focus()
@@ -671,7 +672,7 @@ class StatisticsScreen(ModalScreen[None]):
             with VerticalScroll(id="stats-body"):
                 self.view = StatisticsView(id="stats-view")
                 yield self.view
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.view.show(None, "Statistics · reading the journal…")

@@ -27,6 +27,7 @@ class CooldownsPanel(Vertical):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.add_class("-empty", update=False)  # it starts empty: the count at mount finds the class set (no second styling)
         self.cooldowns: dict[str, Cooldown] = {}
 
     def compose(self):

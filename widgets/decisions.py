@@ -106,6 +106,7 @@ class DecisionsPanel(Vertical):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.add_class("-none-pending", update=False)  # the count at mount finds the class set (no second styling)
         self.records: dict[str, DecisionRecord] = {}
         self.expires: dict[str, float] = {}  # pending decision id -> when it expires
         self.sending: dict[str, str] = {}  # pending decision id -> "approving…" / "rejecting…"

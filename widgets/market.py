@@ -67,6 +67,7 @@ class MarketPanel(Vertical):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.add_class("-empty", update=False)  # it starts empty: the count at mount finds the class set (no second styling)
         self.features: dict[str, SymbolFeatures] = {}
         self.closes: dict[str, list[float]] = {}
         self.blocks: dict[str, list[EntryBlock]] = {}

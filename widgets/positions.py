@@ -79,6 +79,7 @@ class PositionsPanel(Vertical):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.add_class("-empty", update=False)  # it starts empty: the count at mount finds the class set (no second styling)
         self.positions: dict[str, VenuePosition] = {}
         self.metas: dict[str, PositionMeta] = {}
         self.closing: set[str] = set()  # closes the operator asked for, in progress
