@@ -21,6 +21,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from textual import events, on
 from textual.app import App, ComposeResult
@@ -33,17 +35,7 @@ from textual.widgets import Tab, Tabs
 
 from app.client import EngineLink
 from app.messages import EngineEvent, LinkStatus
-from app.screens import (
-    ChoiceScreen,
-    ConfirmScreen,
-    DecisionScreen,
-    HelpScreen,
-    JournalCache,
-    JournalScreen,
-    Section,
-    StatisticsScreen,
-    binding_rows,
-)
+from app.dialogs import ChoiceScreen, ConfirmScreen, DecisionScreen, HelpScreen, Section, binding_rows
 from engine.clock import Clock
 from engine.commands import (
     Approve,
@@ -77,11 +69,13 @@ from widgets import format as fmt
 from widgets.cooldowns import CooldownsPanel
 from widgets.decisions import DecisionsPanel, HistoryTable, PendingTable
 from widgets.footer import KeysFooter
-from widgets.journal import JournalTable
 from widgets.logs import LogPanel
 from widgets.market import MarketPanel
 from widgets.positions import PositionsPanel, PositionsTable
 from widgets.status import StatusBar
+
+if TYPE_CHECKING:
+    from app.screens import JournalCache
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +104,13 @@ def _supersedes(new: MarketUpdated | BlocksUpdated, old: MarketUpdated | BlocksU
     return (isinstance(new, MarketUpdated) and isinstance(old, MarketUpdated)
             and new.features.keys() >= old.features.keys() and new.closes.keys() >= old.closes.keys()
             and new.blocks.keys() >= old.blocks.keys())
+
+
+def screens() -> ModuleType:
+    """app.screens: the journal and the statistics, imported at first use (see warm_screens)."""
+    import app.screens
+
+    return app.screens
 
 
 def breakpoint_classes(size: Size, horizontal: list[tuple[int, str]],
@@ -193,7 +194,7 @@ class ScalpDeskApp(App[int]):
         # positions, and the market watch's updates in the order they came.
         self._positions_pending: PositionsUpdated | None = None
         self._market_pending: list[MarketUpdated | BlocksUpdated] = []
-        self.journal = JournalCache(settings.state_dir)  # what j and s read, kept between reads
+        self._journal: JournalCache | None = None  # what j and s read, kept between reads
 
     # --- layout ----------------------------------------------------------------
 
@@ -282,6 +283,7 @@ class ScalpDeskApp(App[int]):
             self._replaying = set()
             self._counts()
             self.started.set()
+            self.call_after_refresh(self.warm_screens)  # before the GC's freeze: its objects are kept too
             if self.freeze_gc:
                 self.call_after_refresh(self._gc.tick, time.monotonic())
             return
@@ -332,8 +334,9 @@ class ScalpDeskApp(App[int]):
                 self.flush_market()
         elif isinstance(e, PositionClosed):
             self.positions.remove(e.trade.symbol)
-            for screen in self.screen_stack:
-                if isinstance(screen, JournalScreen):
+            journal = sys.modules.get("app.screens")  # not imported yet: no journal is open
+            for screen in self.screen_stack if journal is not None else ():
+                if isinstance(screen, journal.JournalScreen):
                     screen.add_trade(e.trade)
             self.notify(e.message, severity="information" if e.trade.pnl >= 0 else "warning")
         elif isinstance(e, CooldownStarted):
@@ -556,15 +559,26 @@ class ScalpDeskApp(App[int]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.help_sections()))
 
+    @property
+    def journal(self) -> JournalCache:
+        if self._journal is None:
+            self._journal = screens().JournalCache(self.settings.state_dir)
+        return self._journal
+
+    def warm_screens(self) -> None:
+        """Import the journal and the statistics (about 40 ms here) once the engine's picture
+        is on screen: not before the first frame, and not on the first j or s."""
+        screens()
+
     def action_journal(self) -> None:
         s = self.settings
-        self.push_screen(JournalScreen(s.state_dir, start_equity=s.paper_equity,
+        self.push_screen(screens().JournalScreen(s.state_dir, start_equity=s.paper_equity,
                                        default_cooldown_sec=s.default_cooldown_sec, now=self.clock.now,
                                        cache=self.journal))
 
     def action_statistics(self) -> None:
         s = self.settings
-        self.push_screen(StatisticsScreen(s.state_dir, start_equity=s.paper_equity,
+        self.push_screen(screens().StatisticsScreen(s.state_dir, start_equity=s.paper_equity,
                                           default_cooldown_sec=s.default_cooldown_sec, now=self.clock.now,
                                           cache=self.journal))
 
@@ -684,6 +698,7 @@ class ScalpDeskApp(App[int]):
     # --- help --------------------------------------------------------------------
 
     def help_sections(self) -> list[Section]:
+        journal = screens()
         return [
             ("Anywhere", binding_rows(self.BINDINGS) + [("Tab, Shift+Tab", "Move between the panels")]),
             ("Decisions (pending first)", binding_rows(DecisionsPanel.BINDINGS) + binding_rows(PendingTable.BINDINGS)
@@ -693,8 +708,8 @@ class ScalpDeskApp(App[int]):
             ("Log", [("↑ ↓ PgUp PgDn", "Scroll; Home and End jump (the newest line is at the bottom)")]),
             ("Market watch", [("↑ ↓", "Move between symbols: the latest decision and what blocks an entry, "
                                       "in full under the table")]),
-            ("Journal (j)", binding_rows(JournalScreen.BINDINGS) + binding_rows(JournalTable.BINDINGS)),
-            ("Statistics (s)", binding_rows(StatisticsScreen.BINDINGS)),
+            ("Journal (j)", binding_rows(journal.JournalScreen.BINDINGS) + binding_rows(journal.JournalTable.BINDINGS)),
+            ("Statistics (s)", binding_rows(journal.StatisticsScreen.BINDINGS)),
             ("Dialogs", [("y", "Confirm (Enter does not)"), ("n, Esc", "Cancel"),
                          ("AUTO + Enter", "Confirm AUTO on a live venue (typed)")]),
         ]

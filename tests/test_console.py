@@ -12,7 +12,7 @@ from textual.widgets import Input
 
 import app.console as console
 from app.console import ScalpDeskApp, find_styles
-from app.screens import ChoiceScreen, ConfirmScreen, DecisionScreen, HelpScreen
+from app.dialogs import ChoiceScreen, ConfirmScreen, DecisionScreen, HelpScreen
 from engine.events import LogEvent, UsageUpdated
 from engine.models import Action, CloseReason
 from tests.painted import lines_of, sent_spans

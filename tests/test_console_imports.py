@@ -1,5 +1,6 @@
 """The console's start imports what it draws with, not the engine: no venue clients
-(pybit, openai), no scheduler, no store (the first frame comes sooner)."""
+(pybit, openai), no scheduler, no store; and not the journal and the statistics, which
+it imports once its first frame is on screen (the first frame comes sooner)."""
 
 import json
 import subprocess
@@ -7,7 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("pybit", "openai", "apscheduler", "websockets", "tinydb", "engine.store", "engine.factory", "engine.engine")
+HEAVY = ("pybit", "openai", "apscheduler", "websockets", "tinydb", "engine.store", "engine.factory", "engine.engine",
+         "app.screens", "engine.report", "widgets.journal", "widgets.statistics")
 
 
 def test_the_console_start_does_not_import_the_engine():

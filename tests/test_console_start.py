@@ -6,6 +6,7 @@ from textual.css.stylesheet import Stylesheet
 from textual.geometry import Size
 from textual.widgets import Footer
 
+import app.console as console
 from app.console import ScalpDeskApp, breakpoint_classes
 from tests.test_console_scenes import make_app, rig, started  # noqa: F401 (fixtures)
 
@@ -148,3 +149,25 @@ async def test_the_footer_composes_its_keys_once_for_a_burst_of_changes(rig, mon
         keys = {k.key for k in footer.query("FooterKey")}
         assert "c" in keys and "y" not in keys  # the positions table's force close, not approve
 
+
+async def test_the_journal_screens_are_imported_once_the_desk_is_on_screen(rig, monkeypatch):
+    """The journal and the statistics (app.screens) are not imported before the first frame
+    (tests/test_console_imports.py), but once the engine's picture is painted, so the first
+    j or s does not wait for the import either."""
+    frames, _ = frames_and_attach(monkeypatch)
+    imported_after: list[int] = []
+    real = console.screens
+
+    def screens():
+        imported_after.append(len(frames))
+        return real()
+
+    monkeypatch.setattr(console, "screens", screens)
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await started(pilot)
+        await pilot.pause()
+        assert imported_after and imported_after[0] >= 1
+        await pilot.press("j")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "JournalScreen"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.screens import _trade_lines, decision_sections
+from app.dialogs import _trade_lines, decision_sections
 from engine import enhance
 from engine import guardrails as g
 from engine.config import SettingsError, load_settings

@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 
 from app.console import ScalpDeskApp
-from app.screens import DecisionScreen, JournalScreen
+from app.dialogs import DecisionScreen
+from app.screens import JournalScreen
 from engine.journal import read_decisions
 from engine.models import CloseReason
 from engine.report import CSV_FIELDS

@@ -9,7 +9,8 @@ from contextlib import redirect_stdout
 
 from app import report_cmd
 from app.console import ScalpDeskApp
-from app.screens import HelpScreen, StatisticsScreen
+from app.dialogs import HelpScreen
+from app.screens import StatisticsScreen
 from engine.report import DRAWDOWN_MARK
 from tests.test_console_scenes import history_desk, history_rig, make_app, rig, settle, started  # noqa: F401 (fixtures)
 
