@@ -281,7 +281,7 @@ class ScalpDeskApp(App[int]):
             # or expired while this console was away).
             self.decisions.keep_pending(self._replaying)
             self._replaying = set()
-            self._counts()
+            self._tick()  # the picture in full now: its log lines and prices waited for the next tick
             self.started.set()
             self.call_after_refresh(self.warm_screens)  # before the GC's freeze: its objects are kept too
             if self.freeze_gc:

@@ -171,3 +171,16 @@ async def test_the_journal_screens_are_imported_once_the_desk_is_on_screen(rig, 
         await pilot.press("j")
         await pilot.pause()
         assert type(app.screen).__name__ == "JournalScreen"
+
+
+async def test_the_engines_picture_is_painted_as_soon_as_it_is_in(rig, monkeypatch):
+    """The log's lines (and the prices) waited for the app's next tick, up to half a second
+    after the engine's picture was in: the desk is complete when the replay is."""
+    monkeypatch.setattr(console, "TICK_SEC", 3600.0)  # no tick after the one at mount
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await app.started.wait()
+        await pilot.pause()
+        written = [strip.text for strip in app.log_panel.lines]  # on screen, not only kept
+        assert any("scalpdesk engine" in line for line in written)
+        assert app.status.clock.endswith("UTC")
