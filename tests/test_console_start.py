@@ -94,21 +94,15 @@ async def test_the_panels_are_styled_once_before_the_first_frame(rig, monkeypatc
     """Textual restyled every node when the screen was first resumed (right after mounting
     had styled them), and each panel again when its count at mount set its empty class."""
     styled: dict[str, int] = {}
-    frames: list[int] = []
-    real_apply, real_display = Stylesheet.apply, ScalpDeskApp._display
+    frames, _ = frames_and_attach(monkeypatch)
+    real_apply = Stylesheet.apply
 
     def apply(self, node, **kw):
         if not frames:
             styled[node.id or ""] = styled.get(node.id or "", 0) + 1
         return real_apply(self, node, **kw)
 
-    def display(self, screen, update):
-        if update is not None:
-            frames.append(1)
-        return real_display(self, screen, update)
-
     monkeypatch.setattr(Stylesheet, "apply", apply)
-    monkeypatch.setattr(ScalpDeskApp, "_display", display)
     app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
