@@ -149,10 +149,12 @@ async def test_force_close_asks_then_closes_journals_and_starts_a_cooldown(rig):
         await settle(pilot)
         assert {p.symbol for p in rig.venue.positions()} == {"BTCUSDT", "ETHUSDT"}
         real = rig.venue.place_order
-        rig.venue.place_order = lambda order: (time.sleep(0.5), real(order))[1]  # a venue that takes its time
+        answer = threading.Event()  # the venue answers when the test has looked (a sleep raced a slow machine)
+        rig.venue.place_order = lambda order: (answer.wait(10), real(order))[1]  # (called in a worker thread)
         await pilot.press("c")
         await pilot.press("y")
         assert app.positions.table.get_cell("ETHUSDT", "exit").plain == "closing"  # at once, before the venue answers
+        answer.set()
         await settle(pilot)
         assert {p.symbol for p in rig.venue.positions()} == {"BTCUSDT"}
         assert rig.store.trades()[0].reason is CloseReason.FORCE_CLOSE
