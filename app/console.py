@@ -195,6 +195,7 @@ class ScalpDeskApp(App[int]):
         self._positions_pending: PositionsUpdated | None = None
         self._market_pending: list[MarketUpdated | BlocksUpdated] = []
         self._journal: JournalCache | None = None  # what j and s read, kept between reads
+        self._confirm: ConfirmScreen | None = None  # composed once the desk is on screen (warm_screens)
 
     # --- layout ----------------------------------------------------------------
 
@@ -550,7 +551,7 @@ class ScalpDeskApp(App[int]):
                 self.status.paused = True
                 self.command(CloseAll(), done=lambda _: self._unmark_closing())
 
-        self.push_screen(ConfirmScreen(title, lines, danger=True, confirm="close all"), answered)
+        self.confirm(title, lines, answered, danger=True, confirm="close all")
 
     def _unmark_closing(self) -> None:
         for sym in list(self.positions.closing):
@@ -569,6 +570,28 @@ class ScalpDeskApp(App[int]):
         """Import the journal and the statistics (about 40 ms here) once the engine's picture
         is on screen: not before the first frame, and not on the first j or s."""
         screens()
+        self.keep_confirm()
+
+    def keep_confirm(self) -> None:
+        """Compose and style, off screen, the dialog that force close and close all ask with
+        (about a third of the time from c to the question on screen, under load). It is made
+        as they use it, dangerous and with the screen's breakpoint classes, so that opening it
+        restyles nothing; a resize while it is away restyles it once, as Textual would."""
+        kept = ConfirmScreen("", [], danger=True)
+        kept.update_classes(breakpoint_classes(self.size, self.HORIZONTAL_BREAKPOINTS, self.VERTICAL_BREAKPOINTS))
+        self.install_screen(kept, "confirm")  # not removed when it is dismissed
+        self._get_screen("confirm")  # Textual's own start of an installed screen: composed and mounted now
+        self._confirm = kept
+
+    def confirm(self, title: str, lines: list[str], answered: Callable[[bool | None], None], *,
+                danger: bool = False, confirm: str = "confirm") -> None:
+        """Ask with the dialog kept composed (ConfirmScreen.ask); a new one before it is made,
+        or while it is open."""
+        kept = self._confirm
+        if kept is None or kept in self.screen_stack:
+            self.push_screen(ConfirmScreen(title, lines, danger=danger, confirm=confirm), answered)
+        else:
+            self.push_screen(kept.ask(title, lines, danger=danger, confirm=confirm), answered)
 
     def action_journal(self) -> None:
         s = self.settings
@@ -649,7 +672,7 @@ class ScalpDeskApp(App[int]):
                 self.positions.mark_closing(sym)
                 self.command(ForceClose(symbol=sym), done=lambda _: self._after_close(sym))
 
-        self.push_screen(ConfirmScreen(f"Force close {sym}?", lines, danger=True, confirm="close it"), answered)
+        self.confirm(f"Force close {sym}?", lines, answered, danger=True, confirm="close it")
 
     def _after_close(self, symbol: str) -> None:
         if symbol in self.positions.positions:

@@ -40,11 +40,14 @@ class ConfirmScreen(ModalScreen[bool]):
         self.lines = list(lines)
         self.require = require
         self.confirm_word = confirm
+        self._texts: tuple[Label, Static, Label] | None = None  # once composed, for ask()
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title", markup=False)
-            yield Static("\n".join(self.lines), id="dialog-body", markup=False)
+            title = Label(self.title_text, id="dialog-title", markup=False)
+            body = Static("\n".join(self.lines), id="dialog-body", markup=False)
+            yield title
+            yield body
             if self.require:
                 yield Label(f"Type {self.require} and press Enter to {self.confirm_word}.", id="dialog-require",
                             markup=False)
@@ -52,7 +55,36 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Label("", id="dialog-error", markup=False)
                 yield Label(f"Enter {self.confirm_word} · Esc cancel", classes="dialog-keys", markup=False)
             else:
-                yield Label(f"y {self.confirm_word} · n / Esc cancel", classes="dialog-keys", markup=False)
+                keys = Label(self._keys_line(), classes="dialog-keys", markup=False)
+                self._texts = (title, body, keys)
+                yield keys
+
+    def _keys_line(self) -> str:
+        return f"y {self.confirm_word} · n / Esc cancel"
+
+    def ask(self, title: str, lines: Iterable[str], *, danger: bool = False, confirm: str = "confirm") -> ConfirmScreen:
+        """Put another question in this dialog (one without a typed word). The console keeps one
+        composed and styled, off screen, for the confirmations a trader needs at once (force
+        close): opening it then lays out and paints three texts, where a new dialog is composed,
+        mounted and styled first."""
+        if self.require:
+            raise ValueError("a confirmation with a typed word is made new each time")
+        self.title_text, self.lines, self.confirm_word = title, list(lines), confirm
+        self.set_class(danger, "-danger")
+        if self._texts is not None:
+            title_label, body, keys = self._texts
+            title_label.update(title)
+            body.update("\n".join(self.lines))
+            keys.update(self._keys_line())
+        return self
+
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Called before Screen's own handler, which restyles every node of the screen when
+        # resumed. A dialog kept for reuse was styled when it was mounted, and ask() restyles
+        # what its class changes; the styles cannot change otherwise (the console has no
+        # theme or CSS to switch).
+        if self._texts is not None:
+            event.refresh_styles = False
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # With a typed confirmation, y does not confirm by itself.
