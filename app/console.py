@@ -576,7 +576,10 @@ class ScalpDeskApp(App[int]):
         """Compose and style, off screen, the dialog that force close and close all ask with
         (about a third of the time from c to the question on screen, under load). It is made
         as they use it, dangerous and with the screen's breakpoint classes, so that opening it
-        restyles nothing; a resize while it is away restyles it once, as Textual would."""
+        restyles nothing; a resize while it is away restyles it once, as Textual would. Made
+        once: the replay after a re-attach warms the screens again."""
+        if self._confirm is not None:
+            return
         kept = ConfirmScreen("", [], danger=True)
         kept.update_classes(breakpoint_classes(self.size, self.HORIZONTAL_BREAKPOINTS, self.VERTICAL_BREAKPOINTS))
         self.install_screen(kept, "confirm")  # not removed when it is dismissed

@@ -130,6 +130,18 @@ async def test_a_question_asked_while_the_kept_dialog_is_open_gets_a_dialog_of_i
         assert second == [True] and first == [False]
 
 
+async def test_the_dialog_is_kept_once_however_often_the_engine_is_attached(rig):
+    """Each attach (the engine back after a restart) ends with a replay that warms the
+    screens again; installing a second "confirm" was an error that stopped the console."""
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await desk_with_two_positions(pilot, rig)
+        kept = app._confirm
+        app.warm_screens()
+        await pilot.press("c")
+        assert app.screen is kept and app._confirm is kept
+
+
 async def test_a_confirmation_with_a_typed_word_is_never_kept():
     dialog = ConfirmScreen("Switch to AUTO?", ["live"], require="AUTO", danger=True)
     with pytest.raises(ValueError, match="typed word"):
