@@ -85,6 +85,12 @@ class ConfirmScreen(ModalScreen[bool]):
         # theme or CSS to switch).
         if self._texts is not None:
             event.refresh_styles = False
+            # Shown again, the dialog is laid out (its texts changed) before Screen's repaint
+            # of the whole of it, and that layout drew the changed texts alone first, over
+            # what the terminal showed (the desk). Dirty from the start, the layout's frame
+            # is the whole dialog, and the repaint after it has nothing left to send.
+            # (Screen._dirty_widgets: relies on the pinned Textual, as the footer does.)
+            self._dirty_widgets.add(self)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # With a typed confirmation, y does not confirm by itself.

@@ -7,6 +7,7 @@ import pytest
 from textual.color import Color
 from textual.css.stylesheet import Stylesheet
 
+from app.console import ScalpDeskApp
 from app.dialogs import ConfirmScreen
 from engine.models import Action, CloseReason
 from tests.test_console import WIDE, open_position
@@ -60,6 +61,30 @@ async def test_force_close_opens_a_dialog_composed_before_the_key(rig, monkeypat
         assert {p.symbol for p in rig.venue.positions()} == {"BTCUSDT"}
         assert [(t.symbol, t.reason) for t in rig.store.trades()] == [("ETHUSDT", CloseReason.FORCE_CLOSE)]
         assert app._confirm is kept and not kept.is_active  # kept for the next question
+
+
+async def test_the_kept_dialog_is_sent_whole_in_its_first_frame(rig, monkeypatch):
+    """Shown again, its layout drew the changed texts alone first, over the desk still on
+    the terminal, and the whole dialog came in a second frame."""
+    sent: list[tuple[str, str, str]] = []
+    real = ScalpDeskApp._display
+
+    def display(self, screen, update):
+        if update is not None:
+            sent.append((type(screen).__name__, type(update).__name__, update.render_segments(self.console)))
+        return real(self, screen, update)
+
+    monkeypatch.setattr(ScalpDeskApp, "_display", display)
+    app = make_app(rig)
+    async with app.run_test(size=WIDE) as pilot:
+        await desk_with_two_positions(pilot, rig)
+        for key in ("c", "n", "down", "c"):
+            sent.clear()
+            await pilot.press(key)
+            await pilot.pause()
+        dialog_frames = [(kind, text) for name, kind, text in sent if name == "ConfirmScreen"]
+        kind, text = dialog_frames[0]
+        assert kind == "LayoutUpdate" and "Force close ETHUSDT?" in text  # the whole screen, at once
 
 
 async def test_the_kept_dialog_is_not_restyled_when_it_opens(rig, monkeypatch):
