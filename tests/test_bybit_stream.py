@@ -178,6 +178,26 @@ async def test_a_dropped_connection_is_resubscribed_and_one_reconciliation_finds
         await stop(rig)
 
 
+async def test_a_connection_lost_while_subscribing_is_given_up_at_once(ws):
+    """pybit's subscribe waits for a connection; one that closed after connecting was waited
+    for until the deadline (10 s), and the reconnection with it: CI saw the public stream
+    come back after the test's 10 s."""
+    from engine.venues.bybit_ws import _Gone, _Socket
+
+    sock = _Socket(f"{ws.url}/v5/public/linear", "linear", alive=lambda: None, now_ms=lambda: 0, testnet=False)
+    try:
+        ws.drop()
+        await until(lambda: sock.closed, what="the close to reach the socket")
+        subscribing = asyncio.create_task(asyncio.to_thread(
+            sock.subscribe_within, 60, "tickers.{symbol}", lambda m: None, ["BTCUSDT"]))
+        done, _ = await asyncio.wait({subscribing}, timeout=5)  # the deadline is 60 s away
+        assert done, "still waiting for a connection that is gone"
+        with pytest.raises(_Gone):
+            subscribing.result()
+    finally:
+        sock.close()
+
+
 async def test_a_stale_stream_says_so_and_polling_takes_over(srv, ws, tmp_path):
     rig = stream_rig(srv, ws, tmp_path, ws_stale_sec=1)
     try:

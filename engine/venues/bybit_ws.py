@@ -125,6 +125,7 @@ class _Socket(WebSocket):
         self.auth_ok = threading.Event()
         self.auth_error = ""
         self.error = ""
+        self.closed = False  # a connection of this socket has closed
         super().__init__(channel_type, restart_on_error=False, retries=2, ping_interval=PING_SEC,
                          ping_timeout=PING_TIMEOUT_SEC, **kwargs)
 
@@ -167,9 +168,16 @@ class _Socket(WebSocket):
         else:  # pybit raises here, which would end the connection without a word
             self.auth_error = str(message.get("ret_msg") or message)
 
+    def _on_close(self) -> None:
+        self.closed = True
+        super()._on_close()
+
     def is_connected(self) -> bool:
         ok = bool(super().is_connected())
-        if not ok and self._deadline is not None and time.monotonic() > self._deadline:
+        # While subscribing, the socket was connected (pybit's connect returned): not
+        # connected any more and closed, it is gone, and waiting for the deadline (10 s)
+        # only put the reconnection off.
+        if not ok and self._deadline is not None and (self.closed or time.monotonic() > self._deadline):
             raise _Gone("connection lost while subscribing")
         return ok
 
