@@ -574,7 +574,7 @@ class ScalpDeskApp(App[int]):
 
     def keep_confirm(self) -> None:
         """Compose and style, off screen, the dialog that force close and close all ask with
-        (about a third of the time from c to the question on screen, under load). It is made
+        (about half the time from c to the question on screen, under the bench's load). It is made
         as they use it, dangerous and with the screen's breakpoint classes, so that opening it
         restyles nothing; a resize while it is away restyles it once, as Textual would. Made
         once: the replay after a re-attach warms the screens again."""

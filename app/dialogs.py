@@ -80,9 +80,10 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def on_screen_resume(self, event: events.ScreenResume) -> None:
         # Called before Screen's own handler, which restyles every node of the screen when
-        # resumed. A dialog kept for reuse was styled when it was mounted, and ask() restyles
-        # what its class changes; the styles cannot change otherwise (the console has no
-        # theme or CSS to switch).
+        # resumed. A confirmation without a typed word (the kept one, or a new one) was styled
+        # when it was mounted, and ask() restyles what its class changes; the styles cannot
+        # change otherwise (the console has no theme or CSS to switch). With a typed word, the
+        # Input's focus changes its styles: Textual's restyle stays.
         if self._texts is not None:
             event.refresh_styles = False
             # Shown again, the dialog is laid out (its texts changed) before Screen's repaint
