@@ -8,9 +8,13 @@ its own and serves its socket; the figures are the console's own process.
    sparklines and latest decisions change with every cycle); as a ratio to the bare app and as a percent
    of one core. The same load without the console (the engine alone) is measured
    after it, so the console's own share shows. Bytes written to the terminal per
-   second are counted too (that is what goes over SSH).
+   second are counted too (that is what goes over SSH). A probe inside both processes
+   (bench/probe: it wraps Textual's screen update) tells how much of that CPU is Textual
+   and Rich repainting the screen, how many repaints a second, and how long each takes.
 2. Time from start to the first full frame: `scalpdesk` on the simulated market
-   against the bare app (median of several starts, Python start-up included).
+   against the bare app (median of several starts, Python start-up included), split
+   by the probe at App.run: what comes before it (interpreter, imports, settings) and
+   Textual's work from it to the first frame (CSS, mount, styles, layout, paint).
 3. Key-to-screen time of force close's confirmation under that load: c pressed on
    the positions panel until the dialog's text has been written to the terminal; and
    of the journal (j) and the statistics (s), read from the state files, under the same load.
@@ -47,6 +51,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+PROBE_DIR = REPO / "bench" / "probe"  # its sitecustomize stamps the start and times Textual's repaints
 COLS, ROWS = 160, 48
 POSITIONS = int(os.environ.get("BENCH_POSITIONS", 100))
 LOG_LINES_PER_SEC = float(os.environ.get("BENCH_LOG_RATE", 10))
@@ -180,13 +185,16 @@ def engine_app(state_dir: Path) -> None:
 class Term:
     """A child process on its own pty of 160x48, its output drained and timestamped."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, probe: Path | None = None) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         child_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         child_env.update({"TERM": "xterm-256color", "COLORTERM": "truecolor",
                           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
         child_env.update(env or {})
+        if probe is not None:  # bench/probe/sitecustomize.py, imported at the child's start
+            child_env["PYTHONPATH"] = os.pathsep.join([str(PROBE_DIR), child_env["PYTHONPATH"]])
+            child_env["BENCH_PROBE"] = str(probe)
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=child_env,
                                      cwd=REPO, start_new_session=True, close_fds=True)
@@ -272,6 +280,37 @@ def me(*args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *args]
 
 
+def probed(path: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]]]:
+    """What bench/probe wrote: (App.run, first frame) stamps; (end, wall ms, CPU ms) a repaint."""
+    starts, repaints = [], []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        kind, *values = line.split()
+        if kind == "start":
+            starts.append((float(values[0]), float(values[1])))
+        elif kind == "repaint":
+            repaints.append((float(values[0]), float(values[1]), float(values[2])))
+    return starts, repaints
+
+
+def painting(path: Path, t0: float, t1: float) -> dict[str, float]:
+    """Textual's repaints that ended in [t0, t1]: their CPU as a percent of one core, how many
+    a second, and their durations (wall)."""
+    _, repaints = probed(path)
+    window = [(wall, cpu) for end, wall, cpu in repaints if t0 <= end <= t1]
+    walls = sorted(wall for wall, _ in window)
+    return {
+        "paint_cpu_pct": sum(cpu for _, cpu in window) / 1000 / (t1 - t0) * 100,
+        "repaints_per_sec": len(window) / (t1 - t0),
+        "repaint_p50_ms": statistics.median(walls) if walls else float("nan"),
+        "repaint_p99_ms": pct(walls, 0.99) if walls else float("nan"),
+        "repaint_max_ms": walls[-1] if walls else float("nan"),
+    }
+
+
+def pct(xs: list[float], q: float) -> float:
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
 def start_engine(state: Path) -> Term:
     eng = Term(me("--child", "engine", "--state", str(state)))
     if eng.expect(b"ENGINE STARTED", 120, since_now=False) is None:
@@ -282,8 +321,8 @@ def start_engine(state: Path) -> Term:
 def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
     state = tmp / "console"
     eng = start_engine(state)
-    console = Term(me("--child", "console", "--state", str(state)))
-    bare = Term(me("--child", "bare"))
+    console = Term(me("--child", "console", "--state", str(state)), probe=tmp / "probe-console")
+    bare = Term(me("--child", "bare"), probe=tmp / "probe-bare")
     try:
         if console.expect(b"Quit", 120, since_now=False) is None:
             raise SystemExit(f"the console did not start:\n{console.text()[-3000:]}")
@@ -313,6 +352,8 @@ def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
             "rss_start_mib": rss0,
             "rss_end_mib": rss1,
         }
+        out.update(painting(tmp / "probe-console", t0, t1))
+        out["bare_paint_cpu_pct"] = painting(tmp / "probe-bare", t0, t1)["paint_cpu_pct"]
         out.update(latency_phase(console))
         out.update(screen_latency(console, b"j", b"newest first", "journal"))
         out.update(screen_latency(console, b"s", b"the figures of", "statistics"))
@@ -347,7 +388,7 @@ def latency_phase(console: Term, samples: int | None = None) -> dict[str, float]
         "latency_samples": len(lat),
         "latency_misses": misses,
         "latency_p50_ms": statistics.median(lat) if lat else float("nan"),
-        "latency_p99_ms": lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))] if lat else float("nan"),
+        "latency_p99_ms": pct(lat, 0.99) if lat else float("nan"),
         "latency_max_ms": lat[-1] if lat else float("nan"),
     }
 
@@ -379,23 +420,30 @@ def startup_phase(starts: int, tmp: Path) -> dict[str, float]:
         if engine.expect(b'"code":"SERVE"', 60, since_now=False) is None:
             raise SystemExit(f"the engine did not start:\n{engine.text()[-3000:]}")
         console_times, bare_times = [], []
-        for _ in range(starts):
-            term = Term([sys.executable, "-m", "app.cli"], env)
+        splits: dict[str, list[tuple[float, float]]] = {"console": [], "bare": []}  # (spawn to App.run, App.run to first frame)
+        for i in range(starts):
+            term = Term([sys.executable, "-m", "app.cli"], env, probe=tmp / f"probe-start-console-{i}")
             seen = term.expect(b"Quit", 60, since_now=False)
             status = term.expect(b"UTC", 5, since_now=False)
             if seen is None or status is None:
                 raise SystemExit(f"scalpdesk did not draw:\n{term.text()[-3000:]}")
             console_times.append(max(seen, status) - term.t0)
             term.stop()
-            term = Term(me("--child", "bare"))
+            splits["console"] += [(run - term.t0, first - run) for run, first in probed(tmp / f"probe-start-console-{i}")[0]]
+            term = Term(me("--child", "bare"), probe=tmp / f"probe-start-bare-{i}")
             seen = term.expect(b"UTC", 30, since_now=False)
             if seen is None:
                 raise SystemExit("the bare app did not draw")
             bare_times.append(seen - term.t0)
             term.stop()
+            splits["bare"] += [(run - term.t0, first - run) for run, first in probed(tmp / f"probe-start-bare-{i}")[0]]
     finally:
         engine.stop()
-    return {"console_start_s": statistics.median(console_times), "bare_start_s": statistics.median(bare_times)}
+    out = {"console_start_s": statistics.median(console_times), "bare_start_s": statistics.median(bare_times)}
+    for name, rows in splits.items():
+        out[f"{name}_before_run_s"] = statistics.median(r[0] for r in rows) if rows else float("nan")
+        out[f"{name}_run_to_frame_s"] = statistics.median(r[1] for r in rows) if rows else float("nan")
+    return out
 
 
 def main() -> None:
@@ -410,10 +458,21 @@ def main() -> None:
             print(f"start to first full frame: scalpdesk {s['console_start_s'] * 1000:.0f} ms, bare app "
                   f"{s['bare_start_s'] * 1000:.0f} ms, ratio {s['console_start_s'] / s['bare_start_s']:.2f} "
                   f"(median of {ARGS.starts})", flush=True)
+            print(f"  split (medians): spawn to App.run (interpreter, imports, settings) scalpdesk "
+                  f"{s['console_before_run_s'] * 1000:.0f} ms, bare {s['bare_before_run_s'] * 1000:.0f} ms; "
+                  f"App.run to the first frame (Textual's CSS, mount, styles, layout, paint) scalpdesk "
+                  f"{s['console_run_to_frame_s'] * 1000:.0f} ms, bare {s['bare_run_to_frame_s'] * 1000:.0f} ms",
+                  flush=True)
         r = cpu_phase(ARGS.seconds, tmp)
         ratio = r["console_cpu_pct"] / r["bare_cpu_pct"] if r["bare_cpu_pct"] else float("inf")
         print(f"CPU over {r['wall']:.0f} s: console {r['console_cpu_pct']:.1f}% of one core, bare app "
               f"{r['bare_cpu_pct']:.2f}%, ratio {ratio:.1f}", flush=True)
+        print(f"  of which Textual's repaints (layout, Rich's render of what changed, the compositor, the write; "
+              f"bench/probe): {r['paint_cpu_pct']:.1f}% of one core, {r['paint_cpu_pct'] / r['console_cpu_pct'] * 100:.0f}% "
+              f"of the console's CPU, {r['paint_cpu_pct'] / r['bare_cpu_pct']:.1f}x the bare app's whole CPU "
+              f"(its own repaints {r['bare_paint_cpu_pct']:.2f}%); {r['repaints_per_sec']:.1f} repaints a second, "
+              f"p50 {r['repaint_p50_ms']:.1f} ms, p99 {r['repaint_p99_ms']:.1f} ms, max {r['repaint_max_ms']:.1f} ms",
+              flush=True)
         print(f"terminal output: console {r['console_bytes_per_sec'] / 1024:.1f} KiB/s, bare app "
               f"{r['bare_bytes_per_sec'] / 1024:.2f} KiB/s; console memory {r['rss_start_mib']:.0f} -> "
               f"{r['rss_end_mib']:.0f} MiB over the run", flush=True)

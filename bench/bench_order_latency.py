@@ -3,8 +3,13 @@ against a bare pybit place_order to the same (loopback) server in the same run.
 
     PYTHONPATH=. python bench/bench_order_latency.py [--n 200]
 
-Three paths, interleaved so they share the machine's conditions:
+The paths, interleaved so they share the machine's conditions:
   bare     pybit HTTP.place_order(...) called directly: the floor.
+  promise  what the engine's promises cost on their own, with nothing of the engine: the
+           hop to a worker thread (the engine's loop must not wait for a venue), an open's
+           intent encoded as JSON, appended to a log and fdatasync'ed (the intent on disk
+           before anything is sent, as engine/statelog.py writes it), then the bare call.
+           The lowest an order path that keeps both promises can reach here.
   auto     Engine._execute(record) of a reviewed EXECUTE decision (AUTO mode): the
            intent is written durably (one line appended to state.log, fdatasync'ed),
            leverage is set when it changed, then the create is sent.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import statistics
 import sys
@@ -36,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pybit.unified_trading import HTTP  # noqa: E402
 
-from engine import guardrails  # noqa: E402
+from engine import guardrails, statelog  # noqa: E402
 from engine.clock import SystemClock  # noqa: E402
 from engine.factory import build_engine  # noqa: E402
-from engine.models import Action, Decision, DecisionRecord  # noqa: E402
+from engine.models import Action, Decision, DecisionRecord, IntentStatus  # noqa: E402
 from tests.fakes.bybit_exchange import FAKE_KEY, FAKE_SECRET  # noqa: E402
 from tests.fakes.bybit_rig import settings_for  # noqa: E402
 from tests.fakes.bybit_server import BybitFakeServer  # noqa: E402
@@ -65,6 +71,12 @@ def flatten(srv: BybitFakeServer, engine=None) -> None:
             engine.marks._positions.clear()
     if engine is not None:
         engine.store.delete_position("BTCUSDT")
+
+
+def an_intent(engine, snap, settings):
+    """An open's intent as the executor writes it before the send (the promise path's)."""
+    review = guardrails.review(decision(), engine._context(snap), settings)
+    return engine.executor._open_intent("bench-intent-0000", review, time.time(), IntentStatus.EXECUTING)
 
 
 def spin() -> None:
@@ -121,7 +133,18 @@ async def run(n: int, busy: int) -> None:
         await live(engine)
         streams_picture = engine.marks.picture
         snap = await asyncio.to_thread(engine._snapshot, ["BTCUSDT"])
-        results: dict[str, list[float]] = {"bare": [], "auto": [], "approve": [], "approve-live": []}
+        results: dict[str, list[float]] = {"bare": [], "promise": [], "auto": [], "approve": [], "approve-live": []}
+        promise_log = statelog.StateLog(Path(tmp) / "promise.log", fsync=True)
+        intent = an_intent(engine, snap, settings)
+
+        def promised(i: int) -> None:
+            # as StateStore.put_intent makes its line: the model as JSON data, encoded, one log line
+            promise_log.append(statelog.line(i + 1, "intents", "1", json.dumps(intent.model_dump(mode="json"))))
+            bare.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.001",
+                             positionIdx=0, orderLinkId=f"promise-{i}")
+            if promise_log.lines >= 100:
+                promise_log.folded()
+
         try:
             for i in range(n + 5):  # the first 5 warm up connections and caches
                 t0 = time.perf_counter()
@@ -129,6 +152,12 @@ async def run(n: int, busy: int) -> None:
                                  positionIdx=0, orderLinkId=f"bare-{i}")
                 bare_ms = (arrival_after(srv, t0) - t0) * 1000
                 await asyncio.sleep(0.02)  # the streams' pushes of the open land first
+                flatten(srv, engine)
+
+                t0 = time.perf_counter()
+                await asyncio.to_thread(promised, i)
+                promise_ms = (arrival_after(srv, t0) - t0) * 1000
+                await asyncio.sleep(0.02)
                 flatten(srv, engine)
 
                 d = decision()
@@ -156,9 +185,11 @@ async def run(n: int, busy: int) -> None:
                     flatten(srv, engine)
                 if i >= 5:
                     results["bare"].append(bare_ms)
+                    results["promise"].append(promise_ms)
                     results["auto"].append(auto_ms)
                     results.update({k: results[k] + [v] for k, v in approve_ms.items()})
         finally:
+            promise_log.close()
             await engine.stop()
             engine.store.close()
     base50, base99 = pct(results["bare"], 0.5), pct(results["bare"], 0.99)
