@@ -469,7 +469,7 @@ def main() -> None:
               f"{r['bare_cpu_pct']:.2f}%, ratio {ratio:.1f}", flush=True)
         print(f"  of which Textual's repaints (layout, Rich's render of what changed, the compositor, the write; "
               f"bench/probe): {r['paint_cpu_pct']:.1f}% of one core, {r['paint_cpu_pct'] / r['console_cpu_pct'] * 100:.0f}% "
-              f"of the console's CPU, {r['paint_cpu_pct'] / r['bare_cpu_pct']:.1f}x the bare app's whole CPU "
+              f"of the console's CPU, {r['paint_cpu_pct'] / max(r['bare_cpu_pct'], 1e-9):.1f}x the bare app's whole CPU "
               f"(its own repaints {r['bare_paint_cpu_pct']:.2f}%); {r['repaints_per_sec']:.1f} repaints a second, "
               f"p50 {r['repaint_p50_ms']:.1f} ms, p99 {r['repaint_p99_ms']:.1f} ms, max {r['repaint_max_ms']:.1f} ms",
               flush=True)
