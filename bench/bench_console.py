@@ -11,6 +11,7 @@ its own and serves its socket; the figures are the console's own process.
    second are counted too (that is what goes over SSH). A probe inside both processes
    (bench/probe: it wraps Textual's screen update) tells how much of that CPU is Textual
    and Rich repainting the screen, how many repaints a second, and how long each takes.
+   Then the same with the journal open over the desk (the load goes on under it).
 2. Time from start to the first full frame: `scalpdesk` on the simulated market
    against the bare app (median of several starts, Python start-up included), split
    by the probe at App.run: what comes before it (interpreter, imports, settings) and
@@ -354,6 +355,7 @@ def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
         }
         out.update(painting(tmp / "probe-console", t0, t1))
         out["bare_paint_cpu_pct"] = painting(tmp / "probe-bare", t0, t1)["paint_cpu_pct"]
+        out.update(covered_phase(console, min(seconds, 15.0)))
         out.update(latency_phase(console))
         out.update(screen_latency(console, b"j", b"newest first", "journal"))
         out.update(screen_latency(console, b"s", b"the figures of", "statistics"))
@@ -362,6 +364,20 @@ def cpu_phase(seconds: float, tmp: Path) -> dict[str, float]:
         console.stop()
         bare.stop()
         eng.stop()
+
+
+def covered_phase(console: Term, seconds: float) -> dict[str, float]:
+    """The console's CPU and output while the journal covers the desk (the load goes on under it)."""
+    console.send(b"j")
+    if console.expect(b"newest first", 5) is None:
+        raise SystemExit("the journal did not open")
+    time.sleep(1)
+    c0, b0, t0 = console.cpu_seconds(), console.total, time.monotonic()
+    time.sleep(seconds)
+    c1, b1, t1 = console.cpu_seconds(), console.total, time.monotonic()
+    console.send(b"\x1b")
+    time.sleep(1)
+    return {"covered_cpu_pct": (c1 - c0) / (t1 - t0) * 100, "covered_bytes_per_sec": (b1 - b0) / (t1 - t0)}
 
 
 def latency_phase(console: Term, samples: int | None = None) -> dict[str, float]:
@@ -476,6 +492,8 @@ def main() -> None:
         print(f"terminal output: console {r['console_bytes_per_sec'] / 1024:.1f} KiB/s, bare app "
               f"{r['bare_bytes_per_sec'] / 1024:.2f} KiB/s; console memory {r['rss_start_mib']:.0f} -> "
               f"{r['rss_end_mib']:.0f} MiB over the run", flush=True)
+        print(f"with the journal open over the desk: console {r['covered_cpu_pct']:.1f}% of one core, "
+              f"{r['covered_bytes_per_sec'] / 1024:.1f} KiB/s to the terminal", flush=True)
         print(f"force close confirmation, key to screen under load: p50 {r['latency_p50_ms']:.1f} ms, "
               f"p99 {r['latency_p99_ms']:.1f} ms, max {r['latency_max_ms']:.1f} ms "
               f"({r['latency_samples']} samples, {r['latency_misses']} missed)", flush=True)
