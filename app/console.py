@@ -148,7 +148,7 @@ class DeskScreen(Screen):
         the desk's updates made the top screen render those regions again and write them,
         unchanged, and then marked the whole desk for a repaint, which the top screen
         rendered and wrote in full at the desk's next update. With the journal open that
-        was 27–29 KiB/s and 6.5 % of a core for lines already on the terminal. Covered,
+        was 25–29 KiB/s and 6–7 % of a core for lines already on the terminal. Covered,
         the desk's widgets still take their changes; Textual repaints the whole desk when
         it is shown again (Screen._on_screen_resume refreshes it)."""
         top = self.app.screen

@@ -12,20 +12,7 @@ from engine.events import LogEvent, PositionsUpdated
 from engine.models import PositionMeta, VenuePosition
 from tests.test_console import WIDE, cell
 from tests.test_console_scenes import make_app, rig, started  # noqa: F401 (fixtures)
-
-
-def spy_frames(monkeypatch) -> list[tuple[str, str]]:
-    """Every update written to the terminal: (the screen it was written for, its text)."""
-    sent: list[tuple[str, str]] = []
-    real = ScalpDeskApp._display
-
-    def display(self, screen, update):
-        if update is not None:
-            sent.append((type(screen).__name__, update.render_segments(self.console)))
-        return real(self, screen, update)
-
-    monkeypatch.setattr(ScalpDeskApp, "_display", display)
-    return sent
+from tests.painted import frames
 
 
 def changes(app: ScalpDeskApp, rig, mark: float, line: str) -> None:
@@ -40,7 +27,7 @@ def changes(app: ScalpDeskApp, rig, mark: float, line: str) -> None:
 
 
 async def test_a_covered_desk_sends_nothing_and_is_whole_and_current_when_shown_again(rig, monkeypatch):
-    sent = spy_frames(monkeypatch)
+    sent = frames(monkeypatch, ScalpDeskApp)
     app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
@@ -57,14 +44,14 @@ async def test_a_covered_desk_sends_nothing_and_is_whole_and_current_when_shown_
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is desk
-        painted = "".join(text for name, text in sent if name == "DeskScreen")
+        painted = "".join(f.text for f in sent if f.screen == "DeskScreen")
         assert "100,500.0" in painted and "a line while covered 1" in painted  # current, at once
         assert "Positions (1)" in painted and "Quit" in painted  # and whole: its title, its footer
 
 
 async def test_a_desk_under_a_transparent_screen_still_shows_its_changes(rig, monkeypatch):
     """The quit question lets the desk show through, dimmed: its changes are written."""
-    sent = spy_frames(monkeypatch)
+    sent = frames(monkeypatch, ScalpDeskApp)
     app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await started(pilot)
@@ -74,5 +61,5 @@ async def test_a_desk_under_a_transparent_screen_still_shows_its_changes(rig, mo
         sent.clear()
         changes(app, rig, 100_700.0, "a line under the question")
         await pilot.pause(0.6)
-        painted = "".join(text for name, text in sent if name == "ChoiceScreen")
+        painted = "".join(f.text for f in sent if f.screen == "ChoiceScreen")
         assert "100,700.0" in painted and "a line under the question" in painted

@@ -10,6 +10,7 @@ from textual.css.stylesheet import Stylesheet
 from app.console import ScalpDeskApp
 from app.dialogs import ConfirmScreen
 from engine.models import Action, CloseReason
+from tests.painted import frames
 from tests.test_console import WIDE, open_position
 from tests.test_console_scenes import make_app, rig, settle, started  # noqa: F401 (fixtures)
 from tests.test_console_start import frames_and_attach
@@ -66,15 +67,7 @@ async def test_force_close_opens_a_dialog_composed_before_the_key(rig, monkeypat
 async def test_the_kept_dialog_is_sent_whole_in_its_first_frame(rig, monkeypatch):
     """Shown again, its layout drew the changed texts alone first, over the desk still on
     the terminal, and the whole dialog came in a second frame."""
-    sent: list[tuple[str, str, str]] = []
-    real = ScalpDeskApp._display
-
-    def display(self, screen, update):
-        if update is not None:
-            sent.append((type(screen).__name__, type(update).__name__, update.render_segments(self.console)))
-        return real(self, screen, update)
-
-    monkeypatch.setattr(ScalpDeskApp, "_display", display)
+    sent = frames(monkeypatch, ScalpDeskApp)
     app = make_app(rig)
     async with app.run_test(size=WIDE) as pilot:
         await desk_with_two_positions(pilot, rig)
@@ -82,7 +75,7 @@ async def test_the_kept_dialog_is_sent_whole_in_its_first_frame(rig, monkeypatch
             sent.clear()
             await pilot.press(key)
             await pilot.pause()
-        dialog_frames = [(kind, text) for name, kind, text in sent if name == "ConfirmScreen"]
+        dialog_frames = [(f.kind, f.text) for f in sent if f.screen == "ConfirmScreen"]
         kind, text = dialog_frames[0]
         assert kind == "LayoutUpdate" and "Force close ETHUSDT?" in text  # the whole screen, at once
 
